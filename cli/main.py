@@ -1,0 +1,68 @@
+"""The `inq-onnx` command: parse, call one library function, print. Errors are one line."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+
+from inq_onnx import __version__
+from inq_onnx.errors import InqError
+
+from inq_onnx_cli.common import configure_logging, verbosity_options
+from inq_onnx_cli.inspect_cmd import inspect_command
+from inq_onnx_cli.quantize_cmd import quantize_command
+
+EXIT_INTERNAL, EXIT_INTERRUPTED = 3, 130
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="inq-onnx")
+@verbosity_options
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Turn ONNX models into models whose weights are powers of two or zero (INQ).
+
+    \b
+    Example:
+      inq-onnx quantize model.onnx --bits 4 -o model.inq4.onnx
+    """
+    configure_logging(ctx.ensure_object(dict).setdefault("verbosity", 0))
+
+
+cli.add_command(quantize_command)
+cli.add_command(inspect_command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: every failure is one line on stderr and a non-zero exit code."""
+    verbose = any(a in ("-vv", "-vvv") for a in (argv if argv is not None else sys.argv[1:]))
+    try:
+        cli.main(args=argv, prog_name="inq-onnx", standalone_mode=False)
+        return 0
+    except InqError as e:
+        click.echo(f"error: {e}", err=True)
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        click.echo("error: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except click.ClickException as e:
+        hint = f" (see 'inq-onnx {e.ctx.command.name} --help')" if getattr(e, "ctx", None) and e.ctx.command else ""
+        click.echo(f"error: {e.format_message()}{hint}", err=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # a bug of ours: still one line, the traceback only with -vv
+        if verbose:
+            traceback.print_exc()
+        click.echo(f"error: internal error {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+                   "(please report it; -vv shows the traceback)", err=True)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

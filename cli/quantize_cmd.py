@@ -1,0 +1,56 @@
+"""`inq-onnx quantize`: one-shot power-of-two quantization of a model file."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from inq_onnx_cli.common import verbosity, verbosity_options
+
+from inq_onnx.codebook import MAX_BITS, MIN_BITS
+from inq_onnx.jobs import quantize_file
+from inq_onnx.options import QuantizeOptions
+from inq_onnx_cli.render import print_quantize_job
+
+
+
+@click.command("quantize")
+@click.argument("model", type=click.Path(dir_okay=True, path_type=str))
+@click.option("-b", "--bits", type=click.IntRange(MIN_BITS, MAX_BITS), default=4, show_default=True,
+              help="Bit-width b: weights become 0 or ±2^k with 2^(b-2) exponents per sign.")
+@click.option("-o", "--output", type=click.Path(path_type=str), help="Output file [default: MODEL.inq<bits>.onnx].")
+@click.option("--per-channel", is_flag=True, help="One codebook per output channel (beyond the paper).")
+@click.option("--include", multiple=True, metavar="PATTERN", help="Also quantize these tensors (name or glob).")
+@click.option("--exclude", multiple=True, metavar="PATTERN", help="Never quantize these tensors (name or glob).")
+@click.option("--min-size", type=click.IntRange(min=0), default=0, show_default=True, help="Skip tensors with fewer values.")
+@click.option("--data", "data", type=click.Path(path_type=str), help="Samples (.npz or folder of .npy) to measure fidelity on.")
+@click.option("--val", "val", type=click.Path(path_type=str), help="Validation samples (preferred over --data for fidelity).")
+@click.option("--no-verify", is_flag=True, help="Skip the checks after writing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@verbosity_options
+@click.pass_context
+def quantize_command(ctx, model, bits, output, per_channel, include, exclude, min_size, data, val, no_verify, as_json):
+    """Round every weight of MODEL to powers of two or zero, one shot (no data needed).
+
+    \b
+    Examples:
+      inq-onnx quantize model.onnx --bits 4 -o model.inq4.onnx
+      inq-onnx quantize model.onnx --bits 5 --per-channel --val val.npz
+    """
+    options = QuantizeOptions(bits=bits, per_channel=per_channel, include=include, exclude=exclude, min_size=min_size)
+    job = quantize_file(model, output, options, check=not no_verify, samples_path=val or data)
+    if as_json:
+        click.echo(json.dumps(job_dict(job), indent=1, default=str))
+    elif verbosity(ctx) >= 0:
+        print_quantize_job(job, verbose=verbosity(ctx) > 0)
+
+
+def job_dict(job) -> dict:
+    out = {"output": str(job.output), "input_bytes": job.input_bytes, "output_bytes": job.output_bytes}
+    out.update(job.result.as_dict())
+    if job.verification is not None:
+        out["verification"] = {"tensors_in_codebook": job.verification.checked_tensors,
+                               "run_shapes": job.verification.run_shapes,
+                               "fidelity": job.verification.fidelity.__dict__ if job.verification.fidelity else None}
+    return out

@@ -1,0 +1,50 @@
+"""Human-readable output of the commands."""
+
+from __future__ import annotations
+
+import click
+
+from inq_onnx.report import quantized_table, skipped_summary
+
+AGREEMENT_OK = 0.99
+
+
+def megabytes(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} KB"
+
+
+def print_quantize_job(job, verbose: bool = False) -> None:
+    result = job.result
+    bits = result.options.bits
+    q, s = result.quantized, result.skipped
+    params = sum(t.size for t in q)
+    click.echo(quantized_table(result))
+    click.echo(f"\nquantized {len(q)} tensors ({params:,} weights) to {bits} bits; skipped {len(s)}:")
+    if s:
+        click.echo(skipped_summary(result, verbose))
+    click.echo(f"\nwrote {job.output}  ({megabytes(job.input_bytes)} -> {megabytes(job.output_bytes)}; "
+               "weights stay float32 values here: `inq-onnx export --format compact` stores b bits each)")
+    if job.verification is None:
+        click.echo("verification skipped (--no-verify)")
+        return
+    v = job.verification
+    ran = f"ONNX Runtime ran it on random inputs {v.run_shapes}" if v.run_shapes else \
+        "the float model rejects random inputs, so the random-input run was skipped (give --val samples)"
+    click.echo(f"verified: onnx.checker ok, {v.checked_tensors} tensors in their codebook, {ran}")
+    if v.fidelity:
+        print_fidelity(v.fidelity)
+
+
+def print_fidelity(f) -> None:
+    parts = [f"on {f.samples} samples:"]
+    if f.top1_agreement is not None:
+        parts.append(f"top-1 agreement with the float model {f.top1_agreement:.3f},")
+    parts.append(f"output SQNR {f.sqnr_db:.1f} dB")
+    if f.accuracy_float is not None:
+        parts[-1] += f"; accuracy float {f.accuracy_float:.3f} -> quantized {f.accuracy_quantized:.3f}"
+    click.echo("fidelity " + " ".join(parts))
+    lost = (f.top1_agreement is not None and f.top1_agreement < AGREEMENT_OK) or \
+        (f.accuracy_float is not None and f.accuracy_quantized < f.accuracy_float - 0.01)
+    if lost:
+        click.echo("one-shot rounding lost accuracy: retrain with full INQ "
+                   "(`inq-onnx quantize MODEL --bits B --data train.npz`) to recover it")

@@ -1,0 +1,128 @@
+"""Sample data for a model: one array per model input (named as the input), plus optional labels.
+
+Accepted: an ``.npz`` file, or a folder of ``<input name>.npy`` files read memory-mapped (for
+data larger than memory). Input names with '/' or ':' are written with '_' in file names.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from inq_onnx.errors import DataError
+
+LABELS = "labels"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | None, ...]  # None for a dynamic dim
+    dim_names: tuple[str | None, ...] = ()  # the dim_param of each dynamic dim, if named
+
+
+@dataclass(frozen=True)
+class Samples:
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None
+    source: str
+
+    def __len__(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def batch(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        return {k: np.ascontiguousarray(v[start:stop]) for k, v in self.inputs.items()}
+
+    def batches(self, size: int, limit: int | None = None):
+        n = len(self) if limit is None else min(limit, len(self))
+        for start in range(0, n, size):
+            yield self.batch(start, min(start + size, n))
+
+
+def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
+    """The graph inputs a caller must feed (initializers listed as inputs excluded)."""
+    initializers = {i.name for i in model.graph.initializer}
+    specs = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor = value.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor.shape.dim)
+        names = tuple(d.dim_param or None for d in tensor.shape.dim)
+        specs.append(InputSpec(value.name, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)), dims, names))
+    return specs
+
+
+def file_key(name: str) -> str:
+    return name.replace("/", "_").replace(":", "_")
+
+
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise DataError(f"data {path} does not exist", "check the path given to --data/--val")
+    if path.is_dir():
+        return {p.stem: np.load(p, mmap_mode="r", allow_pickle=False) for p in sorted(path.glob("*.npy"))}
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {k: archive[k] for k in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{path} is not a readable .npz file ({type(e).__name__})",
+                        "save it with numpy.savez(path, **{input_name: array, 'labels': y})") from e
+
+
+def load_samples(path: str | os.PathLike, model: onnx.ModelProto, *, num_classes: int | None = None) -> Samples:
+    """Read and check samples against the model's inputs; raises DataError naming the problem."""
+    path = Path(path)
+    arrays = read_arrays(path)
+    inputs = {}
+    for spec in input_specs(model):
+        array = arrays.get(spec.name, arrays.get(file_key(spec.name)))
+        if array is None:
+            raise DataError(f"{path} has no array for model input '{spec.name}' (it has: {', '.join(sorted(arrays)) or 'nothing'})",
+                            f"save the input under the key '{spec.name}'")
+        inputs[spec.name] = check_array(array, spec, path)
+    counts = {len(a) for a in inputs.values()}
+    labels = arrays.get(LABELS)
+    if labels is not None:
+        labels = check_labels(labels, counts, num_classes, path)
+    if len(counts) > 1:
+        raise DataError(f"{path}: inputs have different numbers of samples {sorted(counts)}", "give every input the same first dimension")
+    return Samples(inputs, labels, str(path))
+
+
+def check_array(array: np.ndarray, spec: InputSpec, path: Path) -> np.ndarray:
+    if array.ndim != len(spec.shape):
+        raise DataError(f"{path}: '{spec.name}' has shape {array.shape}, the model expects rank {len(spec.shape)} "
+                        f"{shape_text(spec.shape)}", "reshape the data to the model's input shape, samples first")
+    bad = [i for i, (d, want) in enumerate(zip(array.shape, spec.shape)) if want is not None and d != want and i > 0]
+    if bad:
+        raise DataError(f"{path}: '{spec.name}' has shape {array.shape}, the model expects {shape_text(spec.shape)}",
+                        "apply the model's preprocessing before saving the data")
+    if array.dtype != spec.dtype:
+        if not (np.issubdtype(array.dtype, np.number) and np.can_cast(array.dtype, spec.dtype, "same_kind")):
+            raise DataError(f"{path}: '{spec.name}' is {array.dtype}, the model expects {spec.dtype}",
+                            f"save it as {spec.dtype}")
+        array = array.astype(spec.dtype)
+    return array
+
+
+def check_labels(labels: np.ndarray, counts: set[int], num_classes: int | None, path: Path) -> np.ndarray:
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{path}: 'labels' must be a 1-D integer array, got {labels.dtype} {labels.shape}",
+                        "save class indices as int64, one per sample")
+    if counts and len(labels) not in counts:
+        raise DataError(f"{path}: {len(labels)} labels for {max(counts)} samples", "give one label per sample")
+    if len(labels) and (labels.min() < 0 or (num_classes is not None and labels.max() >= num_classes)):
+        raise DataError(f"{path}: labels range {labels.min()}..{labels.max()} is outside 0..{(num_classes or 1) - 1}",
+                        "use class indices that match the model's output")
+    return labels.astype(np.int64)
+
+
+def shape_text(shape: tuple[int | None, ...]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"

@@ -1,0 +1,158 @@
+"""Load and save models safely: clear errors on bad input, atomic writes, external data kept.
+
+The input file is only ever read. A model is written into a temporary folder beside the target
+and moved into place only once complete, so an interrupted run never leaves a partial file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import external_data_helper
+
+from inq_onnx.errors import ModelLoadError, ModelSaveError, UnsupportedModelError
+
+MAX_IR_VERSION = 10  # what ONNX Runtime 1.19.2 loads
+MAX_OPSET = 21
+PROTOBUF_LIMIT = 2**31 - 2**20  # a little under 2 GB: beyond it a model must use external data
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a model came from (``path`` is None for an in-memory model)."""
+
+    path: Path | None
+    size_bytes: int
+    external_data: bool
+
+
+def load_model(source: onnx.ModelProto | str | os.PathLike) -> tuple[onnx.ModelProto, Source]:
+    """A checked model and where it came from; raises ModelLoadError/UnsupportedModelError."""
+    if isinstance(source, onnx.ModelProto):
+        check_loadable(source, "the model")
+        check_structure(source, "the model")
+        return source, Source(None, source.ByteSize(), False)
+    path = Path(source)
+    check_readable_file(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"{path} is not an ONNX model ({type(e).__name__}: {str(e)[:80] or 'parse failed'})",
+                             "pass an .onnx file exported by a framework or written by onnx.save") from e
+    check_loadable(model, str(path))
+    external = external_data_helper.uses_external_data
+    has_external = any(external(t) for t in external_data_helper._get_all_tensors(model))
+    if has_external:
+        load_external(model, path)
+    check_structure(path if has_external else model, str(path))
+    return model, Source(path, total_size(path, model, has_external), has_external)
+
+
+def check_readable_file(path: Path) -> None:
+    if not path.exists():
+        raise ModelLoadError(f"{path} does not exist", "check the path of the model")
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a directory, not an ONNX file", "pass the .onnx file inside it")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"{path} is empty", "re-export the model")
+    if not os.access(path, os.R_OK):
+        raise ModelLoadError(f"{path} is not readable", "check its permissions")
+
+
+def check_loadable(model: onnx.ModelProto, label: str) -> None:
+    """Reject what is not a model, or what ONNX Runtime 1.19.2 cannot load."""
+    if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
+        raise ModelLoadError(f"{label} is not an ONNX model (no graph, IR version or opset)",
+                             "pass an .onnx file exported by a framework or written by onnx.save")
+    if model.ir_version > MAX_IR_VERSION:
+        raise UnsupportedModelError(
+            f"{label} has IR version {model.ir_version}; ONNX Runtime 1.19.2 loads at most {MAX_IR_VERSION}",
+            f"set model.ir_version = {MAX_IR_VERSION} (onnx < 1.18 writes it by default) and save again")
+    default = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if default > MAX_OPSET:
+        raise UnsupportedModelError(
+            f"{label} uses opset {default}; ONNX Runtime 1.19.2 supports at most {MAX_OPSET}",
+            f"convert it with onnx.version_converter.convert_version(model, {MAX_OPSET})")
+
+
+def check_structure(model: onnx.ModelProto | Path, label: str) -> None:
+    """onnx.checker; a path lets it find external data and models over 2 GB."""
+    try:
+        onnx.checker.check_model(str(model) if isinstance(model, Path) else model)
+    except (onnx.checker.ValidationError, ValueError) as e:
+        first = str(e).strip().splitlines()[0][:160]
+        raise ModelLoadError(f"{label} fails onnx.checker: {first}", "re-export the model or repair it with onnx tools") from e
+
+
+def load_external(model: onnx.ModelProto, path: Path) -> None:
+    """Load external tensors, refusing locations outside the model's folder."""
+    base = path.parent.resolve()
+    for tensor in external_data_helper._get_all_tensors(model):
+        if not external_data_helper.uses_external_data(tensor):
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (base / location).resolve()
+        if base not in target.parents:
+            raise ModelLoadError(f"tensor '{tensor.name}' points to external data outside the model's folder ({location})",
+                                 "keep external data files beside the model")
+        if not target.is_file():
+            raise ModelLoadError(f"external data file {target.name} of tensor '{tensor.name}' is missing",
+                                 f"put {location} beside {path.name}")
+    try:
+        external_data_helper.load_external_data_for_model(model, str(base))
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"could not read the external data of {path} ({e})", "check the .data file beside it") from e
+
+
+def total_size(path: Path, model: onnx.ModelProto, has_external: bool) -> int:
+    size = path.stat().st_size
+    if has_external:
+        size += sum(t.ByteSize() for t in external_data_helper._get_all_tensors(model))
+    return size
+
+
+def tensor_bytes(model: onnx.ModelProto) -> int:
+    return sum(len(t.raw_data) for t in external_data_helper._get_all_tensors(model))
+
+
+def check_writable_target(path: Path, source: Source | None = None) -> None:
+    if source is not None and source.path is not None and path.resolve() == source.path.resolve():
+        raise ModelSaveError(f"the output {path} is the input model", "choose another output path (-o); the input is never modified")
+    if path.is_dir():
+        raise ModelSaveError(f"the output {path} is a directory", "give a file name, e.g. -o model.inq.onnx")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ModelSaveError(f"the output folder {parent} does not exist", "create it first or choose another -o")
+    if not os.access(parent, os.W_OK):
+        raise ModelSaveError(f"the output folder {parent} is not writable", "choose another -o")
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool = False,
+               source: Source | None = None) -> Path:
+    """Write ``model`` atomically; use external data when asked or when it exceeds 2 GB."""
+    path = Path(path)
+    check_writable_target(path, source)
+    external_data = external_data or tensor_bytes(model) > PROTOBUF_LIMIT
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        data_name = f"{path.name}.data"
+        if external_data:
+            onnx.save_model(model, str(tmp / path.name), save_as_external_data=True,
+                            all_tensors_to_one_file=True, location=data_name, size_threshold=0)
+            external_data_helper.load_external_data_for_model(model, str(tmp))  # undo the in-place move
+            if (tmp / data_name).exists():
+                os.replace(tmp / data_name, path.parent / data_name)
+        else:
+            onnx.save_model(model, str(tmp / path.name))
+        os.replace(tmp / path.name, path)
+    except OSError as e:
+        raise ModelSaveError(f"could not write {path} ({e.strerror or e})", "check the free space and permissions") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path

@@ -1,0 +1,125 @@
+"""Where constant tensors live in a model, and how to read and write them in place.
+
+A constant is an initializer or a ``Constant`` node with a ``value`` tensor, in the main graph
+or in any subgraph (If/Loop/Scan bodies). A :class:`TensorSite` names one precisely: the same
+name may be defined in two branches, so the graph path is part of its identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Literal
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+GraphPath = tuple[tuple[int, str, int], ...]
+"""Steps from the main graph: (node index, attribute name, index in a GRAPHS list)."""
+
+FLOAT_TYPES = {
+    onnx.TensorProto.FLOAT: np.float32,
+    onnx.TensorProto.FLOAT16: np.float16,
+    onnx.TensorProto.DOUBLE: np.float64,
+    onnx.TensorProto.BFLOAT16: None,  # numpy has no bfloat16: read as float32, written back by hand
+}
+
+
+@dataclass(frozen=True)
+class TensorSite:
+    name: str
+    graph_path: GraphPath
+    kind: Literal["initializer", "constant"]
+
+    def describe(self) -> str:
+        where = "main graph" if not self.graph_path else f"subgraph at depth {len(self.graph_path)}"
+        return f"{self.kind} '{self.name}' ({where})"
+
+
+def subgraphs(node: onnx.NodeProto) -> Iterator[tuple[str, int, onnx.GraphProto]]:
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            yield attr.name, 0, attr.g
+        elif attr.type == onnx.AttributeProto.GRAPHS:
+            for i, g in enumerate(attr.graphs):
+                yield attr.name, i, g
+
+
+def iter_graphs(graph: onnx.GraphProto, path: GraphPath = ()) -> Iterator[tuple[GraphPath, onnx.GraphProto]]:
+    """The graph and every nested subgraph, depth first, with their paths."""
+    yield path, graph
+    for index, node in enumerate(graph.node):
+        for attr_name, i, sub in subgraphs(node):
+            yield from iter_graphs(sub, path + ((index, attr_name, i),))
+
+
+def get_graph(model: onnx.ModelProto, path: GraphPath) -> onnx.GraphProto:
+    graph = model.graph
+    for node_index, attr_name, i in path:
+        attr = next(a for a in graph.node[node_index].attribute if a.name == attr_name)
+        graph = attr.g if attr.type == onnx.AttributeProto.GRAPH else attr.graphs[i]
+    return graph
+
+
+def constant_value_attr(node: onnx.NodeProto) -> onnx.AttributeProto | None:
+    """The ``value`` tensor attribute of a Constant node, if it has one."""
+    if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
+        return None
+    return next((a for a in node.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR), None)
+
+
+def constant_sites(graph: onnx.GraphProto, path: GraphPath = ()) -> Iterator[tuple[TensorSite, onnx.TensorProto]]:
+    """Every constant tensor defined directly in ``graph`` (not in its subgraphs)."""
+    for init in graph.initializer:
+        yield TensorSite(init.name, path, "initializer"), init
+    for node in graph.node:
+        attr = constant_value_attr(node)
+        if attr is not None and node.output:
+            yield TensorSite(node.output[0], path, "constant"), attr.t
+
+
+def tensor_proto(model: onnx.ModelProto, site: TensorSite) -> onnx.TensorProto:
+    graph = get_graph(model, site.graph_path)
+    for found, proto in constant_sites(graph, site.graph_path):
+        if found == site:
+            return proto
+    raise KeyError(f"no {site.describe()} in the model")
+
+
+def is_float(proto: onnx.TensorProto) -> bool:
+    return proto.data_type in FLOAT_TYPES
+
+
+def to_array(proto: onnx.TensorProto) -> np.ndarray:
+    """The tensor as numpy; bfloat16 comes back as float32 (exactly)."""
+    if proto.data_type == onnx.TensorProto.BFLOAT16:
+        if proto.HasField("raw_data"):
+            bits = np.frombuffer(proto.raw_data, dtype=np.uint16).astype(np.uint32)
+        else:
+            bits = np.asarray(proto.int32_data, dtype=np.uint32)
+        return (bits << 16).view(np.float32).reshape(tuple(proto.dims))
+    return numpy_helper.to_array(proto)
+
+
+def from_array(array: np.ndarray, like: onnx.TensorProto) -> onnx.TensorProto:
+    """A TensorProto with ``like``'s name and dtype holding ``array`` (values must be exact in it)."""
+    if like.data_type == onnx.TensorProto.BFLOAT16:
+        u32 = np.ascontiguousarray(array, dtype=np.float32).view(np.uint32).astype(np.uint64)
+        bits = ((u32 + 0x7FFF + ((u32 >> 16) & 1)) >> 16).astype(np.uint16)  # round to nearest even
+        out = onnx.TensorProto(name=like.name, data_type=like.data_type, dims=like.dims)
+        out.raw_data = bits.tobytes()
+        return out
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(like.data_type)
+    return numpy_helper.from_array(np.asarray(array, dtype=dtype), like.name)
+
+
+def read_tensor(model: onnx.ModelProto, site: TensorSite) -> np.ndarray:
+    return to_array(tensor_proto(model, site))
+
+
+def write_tensor(model: onnx.ModelProto, site: TensorSite, array: np.ndarray) -> None:
+    """Replace the values of ``site`` in place, keeping its name, dtype and shape."""
+    proto = tensor_proto(model, site)
+    if tuple(array.shape) != tuple(proto.dims):
+        raise ValueError(f"shape {array.shape} does not match {site.describe()} {tuple(proto.dims)}")
+    proto.CopyFrom(from_array(array, proto))

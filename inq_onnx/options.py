@@ -1,0 +1,35 @@
+"""Options as typed, validated data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from inq_onnx.codebook import MAX_BITS, MIN_BITS, check_bits
+from inq_onnx.errors import InvalidOptionError
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """What one-shot quantization does. ``include``/``exclude`` are names or glob patterns."""
+
+    bits: int = 4
+    per_channel: bool = False
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    min_size: int = 0
+
+    def __post_init__(self) -> None:
+        try:
+            check_bits(self.bits)
+        except ValueError:
+            raise InvalidOptionError(f"bits must be an integer from {MIN_BITS} to {MAX_BITS}, got {self.bits!r}",
+                                     "pass e.g. --bits 4 (the paper uses 2 to 5)") from None
+        if isinstance(self.min_size, bool) or not isinstance(self.min_size, int) or self.min_size < 0:
+            raise InvalidOptionError(f"min_size must be a non-negative integer, got {self.min_size!r}",
+                                     "pass e.g. --min-size 64")
+        object.__setattr__(self, "include", tuple(self.include))
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+
+    def as_dict(self) -> dict:
+        return {"bits": self.bits, "per_channel": self.per_channel, "include": list(self.include),
+                "exclude": list(self.exclude), "min_size": self.min_size}

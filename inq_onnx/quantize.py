@@ -1,0 +1,92 @@
+"""One-shot quantization: select the weights, round each to its codebook, write it back.
+
+This is INQ with a single step sigma = 1 and no retraining. The quantized model says in its
+``metadata_props`` which tensors are on which codebook, so export and verify need nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from inq_onnx import __version__, codebook
+from inq_onnx.graph.io import load_model
+from inq_onnx.graph.passes import copy_model
+from inq_onnx.graph.tensors import read_tensor, write_tensor
+from inq_onnx.graph.weights import Candidate, select_weights
+from inq_onnx.options import QuantizeOptions
+from inq_onnx.report import QuantizeResult, TensorReport, skipped_report, tensor_report
+
+METADATA_KEY = "inq_onnx.quantized"
+
+
+def quantize(model: onnx.ModelProto | str | os.PathLike, *, bits: int = 4, per_channel: bool = False,
+             include=(), exclude=(), min_size: int = 0) -> QuantizeResult:
+    """Round every weight of ``model`` to the INQ codebook for ``bits`` (one shot, no data).
+
+    ``model`` is an in-memory ``onnx.ModelProto`` (left untouched) or a path. Returns the new
+    model and a per-tensor report (n1, n2, fraction zero, relative L2 error, skip reasons).
+    """
+    options = QuantizeOptions(bits=bits, per_channel=per_channel, include=tuple(include),
+                              exclude=tuple(exclude), min_size=min_size)
+    loaded, _ = load_model(model)
+    return quantize_model(loaded, options)
+
+
+def quantize_model(model: onnx.ModelProto, options: QuantizeOptions) -> QuantizeResult:
+    out = copy_model(model)
+    reports: list[TensorReport] = []
+    recorded: dict[str, dict] = {}
+    for candidate in select_weights(out, include=options.include, exclude=options.exclude, min_size=options.min_size):
+        if not candidate.selected:
+            reports.append(skipped_report(candidate))
+            continue
+        report = quantize_tensor(out, candidate, options)
+        reports.append(report)
+        if report.quantized:
+            recorded[candidate.name] = {"channel_axes": list(report.channel_axes)}
+    stamp_metadata(out, options, recorded)
+    return QuantizeResult(model=out, options=options, tensors=tuple(reports))
+
+
+def channel_axes_for(candidate: Candidate, options: QuantizeOptions) -> tuple[int, ...]:
+    return (candidate.channel_axes or ()) if options.per_channel else ()
+
+
+def quantize_tensor(model: onnx.ModelProto, candidate: Candidate, options: QuantizeOptions) -> TensorReport:
+    w = read_tensor(model, candidate.site)
+    axes = channel_axes_for(candidate, options)
+    try:
+        book = codebook.make_codebook(w, options.bits, axes)
+    except ValueError as e:  # all zeros, NaN or Inf: nothing sensible to round
+        return skipped_report(candidate, reason=str(e).replace("the tensor ", ""))
+    q = codebook.quantize(w, book)
+    write_tensor(model, candidate.site, q)
+    return tensor_report(candidate, w, q, book)
+
+
+def stamp_metadata(model: onnx.ModelProto, options: QuantizeOptions, tensors: dict[str, dict]) -> None:
+    """Record which tool, options and codebooks made this model, replacing older stamps."""
+    values = {
+        METADATA_KEY: json.dumps({"bits": options.bits, "tensors": tensors}, sort_keys=True),
+        "inq_onnx.version": __version__,
+        "inq_onnx.options": json.dumps(options.as_dict(), sort_keys=True),
+    }
+    kept = [p for p in model.metadata_props if p.key not in values]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in values.items():
+        model.metadata_props.add(key=key, value=value)
+
+
+def quantized_tensors(model: onnx.ModelProto) -> tuple[int, dict[str, dict]] | None:
+    """(bits, {name: {"channel_axes": [...]}}) as stamped by quantization, or None."""
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            data = json.loads(prop.value)
+            return int(data["bits"]), dict(data["tensors"])
+    return None

@@ -1,0 +1,103 @@
+"""What quantization did, per tensor, as typed data; and its rendering as a table."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from inq_onnx.codebook import Codebook
+
+if TYPE_CHECKING:  # only for annotations: report stays free of graph imports at run time
+    import onnx
+
+    from inq_onnx.graph.weights import Candidate
+    from inq_onnx.options import QuantizeOptions
+
+
+@dataclass(frozen=True)
+class TensorReport:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    uses: tuple[str, ...]
+    quantized: bool
+    skip_reason: str | None = None
+    channel_axes: tuple[int, ...] = ()
+    n1: tuple[int, int] | None = None  # (min, max) over channels; equal when per-tensor
+    n2: tuple[int, int] | None = None
+    fraction_zero: float | None = None
+    rel_l2_error: float | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    model: "onnx.ModelProto"
+    options: "QuantizeOptions"
+    tensors: tuple[TensorReport, ...]
+
+    @property
+    def quantized(self) -> tuple[TensorReport, ...]:
+        return tuple(t for t in self.tensors if t.quantized)
+
+    @property
+    def skipped(self) -> tuple[TensorReport, ...]:
+        return tuple(t for t in self.tensors if not t.quantized)
+
+    def as_dict(self) -> dict:
+        return {"options": self.options.as_dict(), "tensors": [t.as_dict() for t in self.tensors]}
+
+
+def tensor_report(candidate: "Candidate", w: np.ndarray, q: np.ndarray, book: Codebook) -> TensorReport:
+    w64 = np.asarray(w, dtype=np.float64)
+    norm = float(np.linalg.norm(w64))
+    error = float(np.linalg.norm(np.asarray(q, dtype=np.float64) - w64)) / norm if norm else 0.0
+    return TensorReport(
+        name=candidate.name, shape=candidate.shape, dtype=candidate.dtype, uses=candidate.uses, quantized=True,
+        channel_axes=book.channel_axes, n1=(int(book.n1.min()), int(book.n1.max())),
+        n2=(int(book.n2.min()), int(book.n2.max())), fraction_zero=float(np.mean(q == 0)) if q.size else 0.0,
+        rel_l2_error=error, notes=candidate.notes)
+
+
+def skipped_report(candidate: "Candidate", reason: str | None = None) -> TensorReport:
+    return TensorReport(name=candidate.name, shape=candidate.shape, dtype=candidate.dtype, uses=candidate.uses,
+                        quantized=False, skip_reason=reason or candidate.skip_reason, notes=candidate.notes)
+
+
+def exponent_range(pair: tuple[int, int] | None) -> str:
+    if pair is None:
+        return "-"
+    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}..{pair[1]}"
+
+
+def format_table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def quantized_table(result: QuantizeResult) -> str:
+    rows = [[t.name, "x".join(map(str, t.shape)) or "scalar", t.dtype, "channel" if t.channel_axes else "tensor",
+             exponent_range(t.n1), exponent_range(t.n2), f"{t.fraction_zero:.3f}", f"{t.rel_l2_error:.4f}"]
+            for t in result.quantized]
+    return format_table(rows, ["tensor", "shape", "dtype", "codebook", "n1", "n2", "zero", "rel. L2 err"])
+
+
+def skipped_summary(result: QuantizeResult, verbose: bool = False) -> str:
+    """Skipped tensors grouped by reason (every tensor when verbose)."""
+    if verbose:
+        return "\n".join(f"  {t.name}: {t.skip_reason}" for t in result.skipped)
+    groups: dict[str, list[str]] = {}
+    for t in result.skipped:
+        key = t.skip_reason.split(" '")[0] if t.skip_reason else "?"
+        groups.setdefault(key, []).append(t.name)
+    return "\n".join(f"  {len(names):4d} x {reason}  (e.g. {names[0]})" for reason, names in sorted(groups.items(), key=lambda kv: -len(kv[1])))

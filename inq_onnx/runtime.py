@@ -1,0 +1,39 @@
+"""ONNX Runtime inference sessions, quiet: its INFO/WARNING lines never reach our users."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx
+
+import onnxruntime as ort
+
+from inq_onnx.errors import VerificationError
+
+ORT_ERROR_SEVERITY = 4  # 0 verbose .. 4 fatal: we report errors ourselves
+ort.set_default_logger_severity(ORT_ERROR_SEVERITY)
+logging.getLogger("onnxruntime").setLevel(logging.ERROR)
+
+
+def session(model: onnx.ModelProto | str, *, threads: int = 0, providers=("CPUExecutionProvider",)) -> ort.InferenceSession:
+    """An InferenceSession on a model (in memory or a path), logging errors only."""
+    options = ort.SessionOptions()
+    options.log_severity_level = ORT_ERROR_SEVERITY
+    if threads:
+        options.intra_op_num_threads = threads
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    try:
+        return ort.InferenceSession(source, options, providers=list(providers))
+    except Exception as e:  # ORT raises its own untyped Fail/InvalidGraph/... errors
+        raise VerificationError(f"ONNX Runtime cannot load the model: {first_line(e)}",
+                                "report it with the model attached, or run with --no-verify to skip this check") from e
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:200]
+
+
+def run(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return sess.run(None, feeds)

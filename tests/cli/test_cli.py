@@ -1,0 +1,91 @@
+"""The command as a user runs it: output, exit codes, one-line errors, input never modified."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+from tests.conftest import FIXTURE
+
+CLI = [sys.executable, "-m", "inq_onnx_cli.main"]
+
+
+def run(*args, cwd=None):
+    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_quantize_writes_verifies_and_reports(tmp_path):
+    out = tmp_path / "q.onnx"
+    before = FIXTURE.read_bytes()
+    proc = run("quantize", FIXTURE, "--bits", "4", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "quantized 4 tensors (9,736 weights) to 4 bits" in proc.stdout
+    assert "verified: onnx.checker ok, 4 tensors in their codebook" in proc.stdout
+    assert out.exists() and FIXTURE.read_bytes() == before
+    assert proc.stderr == ""
+
+
+def test_quantize_json_and_fidelity_with_labels(tmp_path):
+    digits = np.load(FIXTURE.parent / "digits.npz")
+    val = tmp_path / "val.npz"
+    np.savez(val, input=digits["x_test"].astype(np.float32) / 16.0, labels=digits["y_test"])
+    proc = run("quantize", FIXTURE, "--bits", "5", "--per-channel", "--val", val, "-o", tmp_path / "q.onnx", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    fid = report["verification"]["fidelity"]
+    assert fid["samples"] == 359 and abs(fid["accuracy_float"] - 0.9694) < 1e-3
+    assert 0.5 < fid["top1_agreement"] <= 1.0
+    assert all(t["channel_axes"] == [0] for t in report["tensors"] if t["quantized"])
+
+
+def test_default_output_name_beside_the_input(tmp_path):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(FIXTURE.read_bytes())
+    assert run("quantize", model, "--bits", "3", "-q").returncode == 0
+    assert (tmp_path / "m.inq3.onnx").exists()
+
+
+def test_inspect_lists_weights_and_reasons():
+    proc = run("inspect", FIXTURE)
+    assert proc.returncode == 0
+    assert "4 weights (9,736 values) would be quantized" in proc.stdout
+    assert "conv1.bias: bias (input 2) of Conv 'conv1'" in proc.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["quantize", "missing.onnx"], "does not exist"),
+    (["quantize", "{fixture}", "--bits", "9"], "--bits"),
+    (["quantize", "{fixture}", "--bits", "four"], "--bits"),
+    (["quantize", "{fixture}", "-o", "{fixture}"], "is the input model"),
+    (["quantize", "{fixture}", "-o", "nowhere/out.onnx"], "does not exist"),
+    (["quantize", "{text}"], "not an ONNX model"),
+    (["quantize", "{fixture}", "--val", "{text}"], "not a readable .npz"),
+    (["frobnicate"], "No such command"),
+])
+def test_bad_input_is_one_line_and_nonzero(tmp_path, args, fragment):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model\n" * 10)
+    args = [a.format(fixture=FIXTURE, text=text) for a in args]
+    before = FIXTURE.read_bytes()
+    proc = run(*args, cwd=tmp_path)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and FIXTURE.read_bytes() == before
+
+
+def test_data_of_the_wrong_shape(tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, input=np.zeros((4, 64), np.float32))
+    proc = run("quantize", FIXTURE, "--val", bad, "-o", tmp_path / "q.onnx")
+    assert proc.returncode != 0 and "expects rank 4" in proc.stderr
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_version_and_help():
+    assert run("--version").stdout.startswith("inq-onnx, version")
+    for command in ("quantize", "inspect"):
+        assert "Example" in run(command, "--help").stdout

@@ -1,0 +1,90 @@
+"""Loading refuses bad input with one clear line; saving is atomic and keeps external data."""
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+
+from inq_onnx.errors import ModelLoadError, ModelSaveError, UnsupportedModelError
+from inq_onnx.graph.io import load_model, save_model
+from tests.conftest import conv_gemm_model
+
+
+def write(tmp_path, name, data: bytes):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda t: t / "missing.onnx", "does not exist"),
+    (lambda t: t, "is a directory"),
+    (lambda t: write(t, "empty.onnx", b""), "is empty"),
+    (lambda t: write(t, "text.onnx", b"hello, I am text\n" * 20), "is not an ONNX model"),
+    (lambda t: write(t, "cut.onnx", conv_gemm_model().SerializeToString()[:-40]), "not an ONNX model"),
+    (lambda t: write(t, "tensor.onnx", onnx.numpy_helper.from_array(np.ones(3)).SerializeToString()), "not an ONNX model"),
+])
+def test_bad_files_are_refused_with_a_reason(tmp_path, make, message):
+    with pytest.raises(ModelLoadError, match=message):
+        load_model(make(tmp_path))
+
+
+def test_too_new_ir_or_opset_is_refused():
+    model = conv_gemm_model()
+    model.ir_version = 11
+    with pytest.raises(UnsupportedModelError, match="IR version 11"):
+        load_model(model)
+    model = conv_gemm_model()
+    model.opset_import[0].version = 22
+    with pytest.raises(UnsupportedModelError, match="opset 22"):
+        load_model(model)
+
+
+def test_checker_failure_is_refused():
+    model = conv_gemm_model()
+    model.graph.node[1].input[0] = "nowhere"
+    with pytest.raises(ModelLoadError, match="onnx.checker"):
+        load_model(model)
+
+
+def test_save_is_atomic_and_refuses_the_input_path(tmp_path):
+    src = tmp_path / "m.onnx"
+    onnx.save_model(conv_gemm_model(), str(src))
+    before = src.read_bytes()
+    model, source = load_model(src)
+    with pytest.raises(ModelSaveError, match="is the input model"):
+        save_model(model, src, source=source)
+    with pytest.raises(ModelSaveError, match="does not exist"):
+        save_model(model, tmp_path / "no" / "out.onnx")
+    out = save_model(model, tmp_path / "out.onnx", source=source)
+    assert src.read_bytes() == before and out.exists()
+    assert sorted(os.listdir(tmp_path)) == ["m.onnx", "out.onnx"]  # no temporary left behind
+
+
+def test_external_data_is_kept_and_checked(tmp_path):
+    model = conv_gemm_model()
+    onnx.save_model(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    loaded, source = load_model(tmp_path / "ext.onnx")
+    assert source.external_data
+    out = save_model(loaded, tmp_path / "copy.onnx", external_data=True)
+    assert (tmp_path / "copy.onnx.data").exists()
+    np.testing.assert_array_equal(onnx.numpy_helper.to_array(onnx.load(str(out)).graph.initializer[0]),
+                                  onnx.numpy_helper.to_array(conv_gemm_model().graph.initializer[0]))
+    (tmp_path / "ext.onnx.data").unlink()
+    with pytest.raises(ModelLoadError, match="is missing"):
+        load_model(tmp_path / "ext.onnx")
+
+
+def test_external_data_outside_the_model_folder_is_refused(tmp_path):
+    model = conv_gemm_model()
+    (tmp_path / "sub").mkdir()
+    onnx.save_model(model, str(tmp_path / "outside.onnx"), save_as_external_data=True, location="w.data", size_threshold=0)
+    m = onnx.load(str(tmp_path / "outside.onnx"), load_external_data=False)
+    for t in m.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = "../w.data"
+    onnx.save_model(m, str(tmp_path / "sub" / "evil.onnx"))
+    with pytest.raises(ModelLoadError, match="outside the model's folder"):
+        load_model(tmp_path / "sub" / "evil.onnx")
