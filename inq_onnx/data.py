@@ -2,6 +2,9 @@
 
 Accepted: an ``.npz`` file, or a folder of ``<input name>.npy`` files read memory-mapped (for
 data larger than memory). Input names with '/' or ':' are written with '_' in file names.
+
+Arrays are always samples first. An input whose batch dimension is not its first (silero-vad's
+``state`` is [2, batch, 128]) is stored as [N, 2, 128] and moved into place when fed.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ class InputSpec:
     dtype: np.dtype
     shape: tuple[int | None, ...]  # None for a dynamic dim
     dim_names: tuple[str | None, ...] = ()  # the dim_param of each dynamic dim, if named
+    sample_axis: int = 0  # where the batch dimension sits in the model's input
+
+    def per_sample_shape(self) -> tuple[int | None, ...]:
+        return self.shape[:self.sample_axis] + self.shape[self.sample_axis + 1:]
 
 
 @dataclass(frozen=True)
@@ -32,12 +39,18 @@ class Samples:
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None
     source: str
+    sample_axes: dict[str, int] = None  # input name -> batch axis in the model (default 0)
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
 
     def batch(self, start: int, stop: int) -> dict[str, np.ndarray]:
-        return {k: np.ascontiguousarray(v[start:stop]) for k, v in self.inputs.items()}
+        return self.take(slice(start, stop))
+
+    def take(self, index) -> dict[str, np.ndarray]:
+        """Model feeds for the samples at ``index`` (a slice or an index array)."""
+        axes = self.sample_axes or {}
+        return {k: np.ascontiguousarray(np.moveaxis(v[index], 0, axes.get(k, 0))) for k, v in self.inputs.items()}
 
     def batches(self, size: int, limit: int | None = None):
         n = len(self) if limit is None else min(limit, len(self))
@@ -49,14 +62,25 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
     """The graph inputs a caller must feed (initializers listed as inputs excluded)."""
     initializers = {i.name for i in model.graph.initializer}
     specs = []
+    batch_name = None
     for value in model.graph.input:
         if value.name in initializers:
             continue
         tensor = value.type.tensor_type
         dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor.shape.dim)
         names = tuple(d.dim_param or None for d in tensor.shape.dim)
-        specs.append(InputSpec(value.name, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)), dims, names))
+        if not specs and names:
+            batch_name = names[0]
+        specs.append(InputSpec(value.name, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)), dims,
+                               names, batch_axis(dims, names, batch_name)))
     return specs
+
+
+def batch_axis(dims: tuple, names: tuple, batch_name: str | None) -> int:
+    """The first input's leading dim_param, else the first dynamic dim, else 0."""
+    if batch_name and batch_name in names:
+        return names.index(batch_name)
+    return next((i for i, d in enumerate(dims) if d is None), 0)
 
 
 def file_key(name: str) -> str:
@@ -76,12 +100,15 @@ def read_arrays(path: Path) -> dict[str, np.ndarray]:
                         "save it with numpy.savez(path, **{input_name: array, 'labels': y})") from e
 
 
-def load_samples(path: str | os.PathLike, model: onnx.ModelProto, *, num_classes: int | None = None) -> Samples:
-    """Read and check samples against the model's inputs; raises DataError naming the problem."""
+def load_samples(path: str | os.PathLike, model: onnx.ModelProto, *, num_classes: int | None = None,
+                 pinned: tuple[str, ...] = ()) -> Samples:
+    """Read and check samples against the model's inputs (``pinned`` ones excluded);
+    raises DataError naming the problem."""
     path = Path(path)
     arrays = read_arrays(path)
     inputs = {}
-    for spec in input_specs(model):
+    specs = [spec for spec in input_specs(model) if spec.name not in pinned]
+    for spec in specs:
         array = arrays.get(spec.name, arrays.get(file_key(spec.name)))
         if array is None:
             raise DataError(f"{path} has no array for model input '{spec.name}' (it has: {', '.join(sorted(arrays)) or 'nothing'})",
@@ -93,16 +120,16 @@ def load_samples(path: str | os.PathLike, model: onnx.ModelProto, *, num_classes
         labels = check_labels(labels, counts, num_classes, path)
     if len(counts) > 1:
         raise DataError(f"{path}: inputs have different numbers of samples {sorted(counts)}", "give every input the same first dimension")
-    return Samples(inputs, labels, str(path))
+    return Samples(inputs, labels, str(path), {spec.name: spec.sample_axis for spec in specs})
 
 
 def check_array(array: np.ndarray, spec: InputSpec, path: Path) -> np.ndarray:
-    if array.ndim != len(spec.shape):
-        raise DataError(f"{path}: '{spec.name}' has shape {array.shape}, the model expects rank {len(spec.shape)} "
-                        f"{shape_text(spec.shape)}", "reshape the data to the model's input shape, samples first")
-    bad = [i for i, (d, want) in enumerate(zip(array.shape, spec.shape)) if want is not None and d != want and i > 0]
-    if bad:
-        raise DataError(f"{path}: '{spec.name}' has shape {array.shape}, the model expects {shape_text(spec.shape)}",
+    want = (None,) + spec.per_sample_shape()
+    if array.ndim != len(want):
+        raise DataError(f"{path}: '{spec.name}' has shape {array.shape}, the model expects rank {len(want)} "
+                        f"{shape_text(want)} (samples first)", "reshape the data to the model's input shape, samples first")
+    if any(w is not None and d != w for d, w in zip(array.shape, want)):
+        raise DataError(f"{path}: '{spec.name}' has shape {array.shape}, the model expects {shape_text(want)} (samples first)",
                         "apply the model's preprocessing before saving the data")
     if array.dtype != spec.dtype:
         if not (np.issubdtype(array.dtype, np.number) and np.can_cast(array.dtype, spec.dtype, "same_kind")):

@@ -81,12 +81,14 @@ def synthetic_feeds(model: onnx.ModelProto, free_dim: int, seed: int = 0) -> dic
 
 
 def fidelity(reference: onnx.ModelProto, model: onnx.ModelProto, samples: Samples, *, limit: int = 512,
-             batch_size: int = 64) -> Fidelity:
-    """Agreement of the quantized model with the float one on real samples."""
+             batch_size: int = 64, pins: dict | None = None) -> Fidelity:
+    """Agreement of the quantized model with the float one on real samples (``pins``: inputs
+    fed the same fixed value every time, such as a sample rate)."""
     ref_sess, q_sess = session(reference), session(model)
     index = first_float_output(ref_sess)
     ref_outs, q_outs = [], []
     for feeds in samples.batches(batch_size, limit):
+        feeds = {**feeds, **(pins or {})}
         ref_outs.append(ref_sess.run(None, feeds)[index])
         q_outs.append(q_sess.run(None, feeds)[index])
     ref, q = np.concatenate(ref_outs).astype(np.float64), np.concatenate(q_outs).astype(np.float64)
