@@ -13,6 +13,8 @@ from inq_onnx.errors import InqError
 from inq_onnx_cli.common import configure_logging, verbosity_options
 from inq_onnx_cli.inspect_cmd import inspect_command
 from inq_onnx_cli.quantize_cmd import quantize_command
+from inq_onnx_cli.report_cmd import report_command
+from inq_onnx_cli.step_cmd import step_command
 
 EXIT_INTERNAL, EXIT_INTERRUPTED = 3, 130
 
@@ -33,6 +35,8 @@ def cli(ctx: click.Context) -> None:
 
 cli.add_command(quantize_command)
 cli.add_command(inspect_command)
+cli.add_command(step_command)
+cli.add_command(report_command)
 
 
 def main(argv: list[str] | None = None) -> int:

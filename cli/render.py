@@ -48,3 +48,26 @@ def print_fidelity(f) -> None:
     if lost:
         click.echo("one-shot rounding lost accuracy: retrain with full INQ "
                    "(`inq-onnx quantize MODEL --bits B --data train.npz`) to recover it")
+
+
+def summary_table(records: list[dict]) -> str:
+    from inq_onnx.report import format_table
+
+    rows = []
+    for r in records:
+        rows.append(["float" if r["step"] < 0 else str(r["step"] + 1), f"{r['sigma']:g}", f"{r.get('quantized', 0):.3f}",
+                     "-" if r.get("train_loss") is None else f"{r['train_loss']:.4g}",
+                     "-" if r.get("val_accuracy") is None else f"{r['val_accuracy']:.4f}",
+                     "-" if r.get("agreement") is None else f"{r['agreement']:.4f}",
+                     "-" if r.get("sqnr_db") is None else f"{r['sqnr_db']:.1f}", f"{r.get('seconds', 0):.1f}"])
+    return format_table(rows, ["step", "sigma", "quantized", "train loss", "val acc", "agreement", "SQNR dB", "seconds"])
+
+
+def print_inq_job(job) -> None:
+    if job.records:
+        click.echo(summary_table(job.records))
+    click.echo(f"\nwrote {job.output} and its mask sidecar {job.sidecar.name}; run log in {job.run_dir}/log.jsonl")
+    if job.verification is not None:
+        v = job.verification
+        click.echo(f"verified: onnx.checker ok, {v.checked_tensors} tensors in their codebook"
+                   + (f", ONNX Runtime ran it on random inputs {v.run_shapes}" if v.run_shapes else ""))

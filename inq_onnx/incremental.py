@@ -116,6 +116,12 @@ def is_complete(sidecar: Sidecar) -> bool:
     return sidecar.step == len(sidecar.schedule) - 1
 
 
+def options_of(sidecar: Sidecar) -> InqOptions:
+    """The options a sidecar was made with, to continue a run without repeating them."""
+    return InqOptions(QuantizeOptions(**quantize_options_of(sidecar)), schedule=sidecar.schedule,
+                      strategy=sidecar.strategy, seed=sidecar.seed)
+
+
 def quantize_options_of(sidecar: Sidecar) -> dict:
     keys = ("bits", "per_channel", "include", "exclude", "min_size")
     return {k: tuple(v) if isinstance(v, list) else v for k, v in sidecar.options.items() if k in keys}

@@ -30,6 +30,38 @@ def default_output(path: Path, bits: int) -> Path:
     return path.with_name(f"{path.stem}.inq{bits}.onnx")
 
 
+def step_output(model_path: Path, step: int) -> Path:
+    stem = model_path.stem
+    base = stem.rsplit(".step", 1)[0] if stem.rsplit(".step", 1)[-1].isdigit() else stem
+    return model_path.with_name(f"{base}.step{step + 1}.onnx")
+
+
+def step_file(model_path: str | os.PathLike, output: str | os.PathLike | None, inq=None, *,
+              sidecar: str | os.PathLike | None = None) -> tuple[Path, Path, object]:
+    """One INQ partition-and-quantize step, no training: MODEL (+ its sidecar, if any) -> OUTPUT
+    and its sidecar. Retrain OUTPUT honouring the mask, then step again. ``inq`` None: the
+    options recorded in the sidecar (or the defaults for a first step)."""
+    from inq_onnx.incremental import InqOptions, check_sidecar, options_of, partition_step, start
+    from inq_onnx.sidecar import read_sidecar, sidecar_path, write_sidecar
+
+    model, source = load_model(model_path)
+    side_in = Path(sidecar) if sidecar else sidecar_path(model_path)
+    state = read_sidecar(side_in) if side_in.exists() else None
+    inq = inq or (options_of(state) if state else InqOptions(QuantizeOptions()))
+    out = Path(output) if output else step_output(Path(model_path), state.step + 1 if state else 0)
+    check_writable_target(out, source)
+    if state is not None:
+        check_sidecar(model, state, inq, str(side_in))
+    elif sidecar:
+        from inq_onnx.errors import SidecarError
+        raise SidecarError(f"the sidecar {side_in} does not exist", "check the path given to --sidecar")
+    else:
+        state = start(model, inq)
+    stepped, new_state = partition_step(model, state)
+    save_model(stepped, out, external_data=source.external_data, source=source)
+    return out, write_sidecar(sidecar_path(out), new_state), new_state
+
+
 def quantize_file(model_path: str | os.PathLike, output: str | os.PathLike | None, options: QuantizeOptions, *,
                   check: bool = True, samples_path: str | os.PathLike | None = None) -> QuantizeJob:
     """Load, quantize one-shot, save atomically, then verify (and measure fidelity on samples)."""
@@ -43,3 +75,39 @@ def quantize_file(model_path: str | os.PathLike, output: str | os.PathLike | Non
     report = verify(result.model, reference=model, samples=samples) if check else None
     out_bytes = out.stat().st_size + (Path(f"{out}.data").stat().st_size if Path(f"{out}.data").exists() else 0)
     return QuantizeJob(result, out, source.size_bytes, out_bytes, report)
+
+
+@dataclass(frozen=True)
+class InqJob:
+    output: Path
+    sidecar: Path
+    run_dir: Path
+    records: list
+    resumed: bool
+    verification: VerifyReport | None
+
+
+def default_run_dir(output: Path) -> Path:
+    return output.with_name(output.name + ".inq-run")
+
+
+def inq_file(model_path: str | os.PathLike, output: str | os.PathLike | None, inq, train_options, *,
+             data: str | os.PathLike, val: str | os.PathLike | None = None, run_dir: str | os.PathLike | None = None,
+             check: bool = True, on_event=lambda kind, info: None) -> InqJob:
+    """Full INQ with retraining, resumable: rerunning the same call continues from ``run_dir``."""
+    from inq_onnx.sidecar import sidecar_path, write_sidecar
+    from inq_onnx.train.checkpoint import load_checkpoint
+    from inq_onnx.train.loop import retrain
+
+    model, source = load_model(model_path)
+    out = Path(output) if output else default_output(Path(model_path), inq.quantize.bits)
+    check_writable_target(out, source)
+    pinned = tuple(train_options.pins)
+    train = load_samples(data, model, pinned=pinned)
+    val_samples = load_samples(val, model, pinned=pinned) if val else None
+    runs = Path(run_dir) if run_dir else default_run_dir(out)
+    result = retrain(model, train, inq=inq, options=train_options, run_dir=runs, val=val_samples, on_event=on_event)
+    save_model(result.model, out, external_data=source.external_data, source=source)
+    side = write_sidecar(sidecar_path(out), load_checkpoint(runs).sidecar)
+    report = verify(result.model, reference=model) if check else None
+    return InqJob(out, side, runs, result.records, result.resumed, report)

@@ -1,0 +1,66 @@
+"""The options of incremental quantization and retraining, shared by `quantize` and `step`."""
+
+from __future__ import annotations
+
+import click
+
+from inq_onnx.errors import InvalidOptionError
+from inq_onnx.partition import PartitionStrategy
+from inq_onnx.schedule import parse_schedule
+from inq_onnx.train.options import LossChoice, OptimizerChoice, TrainOptions
+
+
+def schedule_options(command):
+    for option in reversed([
+        click.option("--schedule", metavar="S1,S2,...,1", help="Accumulated portions sigma [default: the paper's for --bits]."),
+        click.option("--partition", type=click.Choice([p.value for p in PartitionStrategy]), default="magnitude",
+                     show_default=True, help="Which float weights to quantize next: largest |w| first, or random (seeded)."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random partition and batch order."),
+    ]):
+        command = option(command)
+    return command
+
+
+def training_options(command):
+    for option in reversed([
+        click.option("--epochs-per-step", type=click.IntRange(min=0), help="Retraining epochs per INQ step [default: from the data size, 1-8]."),
+        click.option("--lr", type=float, help="Learning rate, restarted at each step, cosine decay [default: 0.01 SGD, 1e-4 AdamW]."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True),
+        click.option("--optimizer", type=click.Choice([o.value for o in OptimizerChoice]), default="sgd", show_default=True,
+                     help="sgd: the paper's (momentum 0.9, weight decay 5e-4)."),
+        click.option("--weight-decay", type=float, default=5e-4, show_default=True),
+        click.option("--loss", type=click.Choice([c.value for c in LossChoice]), default="auto", show_default=True,
+                     help="auto: cross-entropy with labels, else distillation from the float model (no labels needed)."),
+        click.option("--loss-output", metavar="NAME", help="The model output the loss is put on [default: the first float one]."),
+        click.option("--pin", multiple=True, metavar="INPUT=VALUE", help="Fix an input (e.g. sr=16000) so its If branches fold for training."),
+        click.option("--threads", type=click.IntRange(min=0), help="ONNX Runtime threads [default: all cores]."),
+        click.option("--provider", default="CPUExecutionProvider", show_default=True, help="ONNX Runtime execution provider."),
+        click.option("--run-dir", type=click.Path(file_okay=False), help="Checkpoints and log [default: OUTPUT.inq-run/]."),
+        click.option("--checkpoint-minutes", type=float, default=5.0, show_default=True, help="Checkpoint interval within a step."),
+    ]):
+        command = option(command)
+    return command
+
+
+def parse_pins(pins: tuple[str, ...]) -> dict:
+    parsed = {}
+    for pin in pins:
+        name, sep, value = pin.partition("=")
+        try:
+            parsed[name] = float(value) if "." in value else int(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise InvalidOptionError(f"--pin '{pin}' is not INPUT=NUMBER", "write it as e.g. --pin sr=16000")
+    return parsed
+
+
+def parse_schedule_option(text: str | None) -> tuple[float, ...]:
+    return parse_schedule(text) if text else ()
+
+
+def train_options(kw: dict) -> TrainOptions:
+    return TrainOptions(epochs_per_step=kw["epochs_per_step"], lr=kw["lr"], optimizer=kw["optimizer"],
+                        weight_decay=kw["weight_decay"], batch_size=kw["batch_size"], loss=kw["loss"],
+                        loss_output=kw["loss_output"], pins=parse_pins(kw["pin"]), threads=kw["threads"],
+                        provider=kw["provider"], checkpoint_minutes=kw["checkpoint_minutes"])

@@ -1,0 +1,57 @@
+"""Progress of a retraining run on stderr: a bar per INQ step with the running loss."""
+
+from __future__ import annotations
+
+import click
+
+
+class Progress:
+    """Receives the loop's events (step, batch, record, resumed) and draws them."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.bar = None
+        self.loss = None
+
+    def __call__(self, kind: str, info: dict) -> None:
+        if not self.enabled:
+            return
+        if kind == "resumed":
+            where = (f"after step {info['step'] + 1}" if info["trained"] else
+                     f"in step {info['step'] + 1}, epoch {info['epoch'] + 1}, batch {info['batch'] + 1}")
+            click.echo(f"resuming the run from its checkpoint {where}", err=True)
+        elif kind == "complete":
+            click.echo(f"the run in {info['run_dir']} is already complete: writing its result", err=True)
+        elif kind == "step":
+            self.close()
+            total = info["epochs"] * info["batches"]
+            label = f"step {info['step'] + 1} sigma={info['sigma']:g}"
+            if total:
+                self.bar = click.progressbar(length=total, label=label, file=click.get_text_stream("stderr"),
+                                             item_show_func=lambda _: f"loss {self.loss:.4g}" if self.loss is not None else "")
+                self.bar.__enter__()
+        elif kind == "batch" and self.bar is not None:
+            self.loss = info["loss"]
+            self.bar.update(1)
+        elif kind == "record":
+            self.close()
+            click.echo(describe_record(info), err=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def describe_record(r: dict) -> str:
+    head = "float model" if r["step"] < 0 else f"step {r['step'] + 1} (sigma {r['sigma']:g})"
+    parts = [head]
+    if r.get("train_loss") is not None:
+        parts.append(f"train loss {r['train_loss']:.4g}")
+    if r.get("val_accuracy") is not None:
+        parts.append(f"val accuracy {r['val_accuracy']:.4f}")
+    if r.get("agreement") is not None and r["step"] >= 0:
+        parts.append(f"agreement {r['agreement']:.4f}")
+    if r.get("sqnr_db") is not None:
+        parts.append(f"SQNR {r['sqnr_db']:.1f} dB")
+    return ", ".join(parts)

@@ -1,0 +1,110 @@
+"""Checkpoints of a retraining run, written so that a kill at any instant loses nothing.
+
+A run folder holds numbered checkpoint folders and a ``CURRENT`` file naming the newest
+complete one. A checkpoint is written into a temporary folder, renamed into place, and only
+then named in ``CURRENT`` (by an atomic replace): a kill leaves the previous one intact.
+Each holds the model (current weights), the mask sidecar, the optimizer state and progress.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from safetensors.numpy import load_file, save_file
+
+from inq_onnx.errors import SidecarError
+from inq_onnx.sidecar import Sidecar, read_sidecar, write_sidecar
+
+CURRENT = "CURRENT"
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run stands: ``sidecar.step`` was partitioned; its retraining has reached
+    ``epoch``/``batch`` (the next batch to run) and is finished when ``trained`` is true."""
+
+    trained: bool
+    epoch: int = 0
+    batch: int = 0
+    options: dict | None = None  # the run's options, to refuse a resume with other ones
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    model: onnx.ModelProto
+    sidecar: Sidecar
+    progress: Progress
+    optimizer: dict[str, np.ndarray | float] | None
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    number = latest_number(run_dir) + 1
+    tmp = Path(tempfile.mkdtemp(prefix=".ckpt-", dir=run_dir))
+    onnx.save_model(checkpoint.model, str(tmp / "model.onnx"),
+                    save_as_external_data=checkpoint.model.ByteSize() > 2**30, location="model.onnx.data")
+    write_sidecar(tmp / "model.inq.safetensors", checkpoint.sidecar)
+    if checkpoint.optimizer is not None:
+        arrays = {k: v for k, v in checkpoint.optimizer.items() if isinstance(v, np.ndarray)}
+        floats = {k: repr(float(v)) for k, v in checkpoint.optimizer.items() if not isinstance(v, np.ndarray)}
+        save_file(arrays, str(tmp / "optimizer.safetensors"), metadata=floats)
+    (tmp / "progress.json").write_text(json.dumps({"format": FORMAT, **asdict(checkpoint.progress)}))
+    for f in tmp.iterdir():
+        with open(f, "rb") as handle:
+            os.fsync(handle.fileno())
+    final = run_dir / f"ckpt-{number:06d}"
+    os.replace(tmp, final)
+    pointer = run_dir / f".{CURRENT}.tmp"
+    pointer.write_text(final.name)
+    os.replace(pointer, run_dir / CURRENT)
+    fsync_dir(run_dir)
+    for old in run_dir.glob("ckpt-*"):
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_number(run_dir: Path) -> int:
+    numbers = [int(p.name.split("-")[1]) for p in run_dir.glob("ckpt-*") if p.name.split("-")[1].isdigit()]
+    return max(numbers, default=0)
+
+
+def load_checkpoint(run_dir: Path) -> Checkpoint | None:
+    """The newest complete checkpoint, or None when the run has none yet."""
+    pointer = run_dir / CURRENT
+    if not pointer.is_file():
+        return None
+    folder = run_dir / pointer.read_text().strip()
+    try:
+        progress = json.loads((folder / "progress.json").read_text())
+        if progress.pop("format") != FORMAT:
+            raise ValueError("unknown checkpoint format")
+        model = onnx.load(str(folder / "model.onnx"))
+        sidecar = read_sidecar(folder / "model.inq.safetensors")
+        optimizer = None
+        if (folder / "optimizer.safetensors").exists():
+            optimizer = dict(load_file(str(folder / "optimizer.safetensors")))
+            from safetensors import safe_open
+
+            with safe_open(str(folder / "optimizer.safetensors"), "numpy") as f:
+                optimizer.update({k: float(v) for k, v in (f.metadata() or {}).items()})
+    except (OSError, ValueError, KeyError, SidecarError) as e:
+        raise SidecarError(f"the checkpoint in {folder} is damaged ({type(e).__name__}: {str(e)[:80]})",
+                           f"delete {run_dir} to start the run over") from e
+    return Checkpoint(model, sidecar, Progress(**progress), optimizer)

@@ -1,0 +1,66 @@
+"""Retraining options as typed data, with the paper's defaults."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+
+from inq_onnx.errors import InvalidOptionError
+
+
+class LossChoice(str, enum.Enum):
+    AUTO = "auto"  # cross-entropy with labels, else distillation (MSE)
+    CROSS_ENTROPY = "cross-entropy"
+    DISTILL = "distill"  # = distill-mse
+    DISTILL_MSE = "distill-mse"
+    DISTILL_KL = "distill-kl"
+
+
+class OptimizerChoice(str, enum.Enum):
+    SGD = "sgd"  # the paper's: momentum 0.9, weight decay 5e-4
+    ADAMW = "adamw"
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    epochs_per_step: int | None = None  # None: from the data size (see epochs_for)
+    lr: float | None = None  # None: 0.01 for SGD, 1e-4 for AdamW
+    optimizer: OptimizerChoice = OptimizerChoice.SGD
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 32
+    loss: LossChoice = LossChoice.AUTO
+    loss_output: str | None = None
+    temperature: float = 1.0
+    pins: dict = field(default_factory=dict)
+    threads: int | None = None
+    provider: str = "CPUExecutionProvider"
+    checkpoint_minutes: float = 5.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "optimizer", OptimizerChoice(self.optimizer))
+        object.__setattr__(self, "loss", LossChoice(self.loss))
+        if self.batch_size < 1:
+            raise InvalidOptionError(f"batch size must be at least 1, got {self.batch_size}", "pass e.g. --batch-size 32")
+        if self.lr is not None and not self.lr > 0:
+            raise InvalidOptionError(f"learning rate must be positive, got {self.lr}", "pass e.g. --lr 0.01")
+        if self.epochs_per_step is not None and self.epochs_per_step < 0:
+            raise InvalidOptionError("epochs per step must be >= 0", "pass e.g. --epochs-per-step 2")
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else (0.01 if self.optimizer is OptimizerChoice.SGD else 1e-4)
+
+    def epochs_for(self, samples: int) -> int:
+        """About 2,000 updates per INQ step, between 1 and 8 epochs (the paper: < 8 at 5 bits)."""
+        if self.epochs_per_step is not None:
+            return self.epochs_per_step
+        batches = max(1, samples // self.batch_size)
+        return int(min(8, max(1, round(2000 / batches))))
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data.update(optimizer=self.optimizer.value, loss=self.loss.value,
+                    pins={k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in self.pins.items()})
+        data.pop("threads"), data.pop("provider"), data.pop("checkpoint_minutes")  # do not change results
+        return data

@@ -1,0 +1,31 @@
+"""Graph rewrites that make third-party ONNX graphs trainable by ORT 1.19.2, one pass a file."""
+
+from inq_onnx.train.rewrites.batchnorm_to_affine import (
+    affine_from_batchnorm, batchnorm_from_affine, batchnorm_to_affine,
+)
+from inq_onnx.train.rewrites.clip_opset_bump import clip_opset_bump
+from inq_onnx.train.rewrites.constants_to_initializers import constants_to_initializers
+from inq_onnx.train.rewrites.convtranspose_to_conv_shuffle import convtranspose_to_conv_shuffle
+from inq_onnx.train.rewrites.fold_if import fold_if
+from inq_onnx.train.rewrites.gradient_support import GRADIENT_BLOCKERS, unsupported_gradient_ops
+from inq_onnx.train.rewrites.hardsigmoid_to_minmax import hardsigmoid_to_minmax
+from inq_onnx.train.rewrites.pin_input_shapes import pin_input_shapes
+from inq_onnx.train.rewrites.prepare import prepare_for_training, sample_feeds
+from inq_onnx.train.rewrites.resize_to_repeat import resize_to_repeat
+
+__all__ = [
+    "GRADIENT_BLOCKERS",
+    "affine_from_batchnorm",
+    "batchnorm_from_affine",
+    "batchnorm_to_affine",
+    "clip_opset_bump",
+    "constants_to_initializers",
+    "convtranspose_to_conv_shuffle",
+    "fold_if",
+    "hardsigmoid_to_minmax",
+    "pin_input_shapes",
+    "prepare_for_training",
+    "resize_to_repeat",
+    "sample_feeds",
+    "unsupported_gradient_ops",
+]

@@ -1,0 +1,100 @@
+"""Everything a retraining run builds once: the trainable copy of the graph, ORT training
+artifacts, the session, the parameter map and the batch feeder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from inq_onnx.data import Samples, input_specs
+from inq_onnx.errors import DataError, TrainingError
+from inq_onnx.incremental import quantize_options_of, weight_sites
+from inq_onnx.options import QuantizeOptions
+from inq_onnx.sidecar import Sidecar
+from inq_onnx.train.artifacts import build_artifacts
+from inq_onnx.train.feeder import Feeder, batch_count
+from inq_onnx.train.losses import LossKind, LossSpec
+from inq_onnx.train.options import LossChoice, TrainOptions
+from inq_onnx.train.params import ParamMap, param_map, trainable_tensors
+from inq_onnx.train.rewrites.prepare import prepare_for_training
+from inq_onnx.train.session import TrainingSession
+
+LOSS_KINDS = {LossChoice.CROSS_ENTROPY: LossKind.CROSS_ENTROPY, LossChoice.DISTILL: LossKind.MSE,
+              LossChoice.DISTILL_MSE: LossKind.MSE, LossChoice.DISTILL_KL: LossKind.KL}
+
+
+@dataclass
+class TrainingSetup:
+    session: TrainingSession
+    params: ParamMap
+    feeder: Feeder
+    batch_size: int
+    rewrites: list[str]
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return batch_count(len(self.feeder.samples), self.batch_size)
+
+    def load(self, params: np.ndarray) -> None:
+        self.session.set_flat_parameters(params)
+
+    def step(self, params: np.ndarray, feeds: list[np.ndarray], optimizer) -> float:
+        """One forward/backward in ORT, then Eq. 8 by our optimizer on ``params`` (in place)."""
+        self.session.reset_grad()
+        loss = self.session.train_step(*feeds)
+        if not np.isfinite(loss):
+            raise TrainingError(f"the training loss became {loss}", "lower the learning rate (--lr)")
+        optimizer.step(params, self.params.flatten(self.session.gradients()))
+        self.session.set_flat_parameters(params)
+        return loss
+
+
+def loss_spec(options: TrainOptions, train: Samples) -> LossSpec:
+    choice = options.loss
+    if choice is LossChoice.AUTO:
+        choice = LossChoice.CROSS_ENTROPY if train.labels is not None else LossChoice.DISTILL_MSE
+    if choice is LossChoice.CROSS_ENTROPY and train.labels is None:
+        raise DataError(f"{train.source} has no 'labels' for the cross-entropy loss",
+                        "add labels to the data, or use --loss distill (no labels needed)")
+    return LossSpec(kind=LOSS_KINDS[choice], output=options.loss_output, temperature=options.temperature)
+
+
+def pinned_values(model: onnx.ModelProto, pins: dict) -> dict[str, np.ndarray]:
+    specs = {s.name: s for s in input_specs(model)}
+    unknown = [k for k in pins if k not in specs]
+    if unknown:
+        raise DataError(f"--pin names '{unknown[0]}', which is not an input of the model",
+                        f"pin one of {sorted(specs)}")
+    return {k: np.asarray(v, dtype=specs[k].dtype) for k, v in pins.items()}
+
+
+def training_shapes(model: onnx.ModelProto, train: Samples, batch: int, pins) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for spec in input_specs(model):
+        if spec.name in pins:
+            continue
+        per_sample = list(train.inputs[spec.name].shape[1:])
+        shapes[spec.name] = tuple(per_sample[:spec.sample_axis] + [batch] + per_sample[spec.sample_axis:])
+    return shapes
+
+
+def build_setup(model: onnx.ModelProto, train: Samples, sidecar: Sidecar, options: TrainOptions,
+                run_dir: Path) -> TrainingSetup:
+    pins = pinned_values(model, options.pins)
+    batch = min(options.batch_size, len(train))
+    prepared, passes = prepare_for_training(model, input_shapes=training_shapes(model, train, batch, pins), pins=pins)
+    sites, keys = trainable_tensors(model, prepared, sidecar,
+                                    weight_sites(model, QuantizeOptions(**quantize_options_of(sidecar))))
+    if not keys:
+        raise TrainingError("no quantized weight is trainable in the training graph",
+                            "check `inq-onnx inspect` and the rewrites; or quantize one shot without --data")
+    artifacts = build_artifacts(prepared, trainable=list(sites), folder=run_dir / "artifacts",
+                                loss=loss_spec(options, train))
+    session = TrainingSession(artifacts, threads=options.threads)
+    pmap = param_map(session.order, sites, keys, model)
+    feeder = Feeder(train, artifacts.loss, artifacts.inputs, teacher_model=model, pins=pins, threads=options.threads)
+    rewrites = [f"{name}: {result.changed}" for name, result in passes if result.changed]
+    return TrainingSetup(session, pmap, feeder, batch, rewrites)

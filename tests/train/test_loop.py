@@ -1,0 +1,89 @@
+"""Full INQ on the fixture: every weight ends in its codebook, frozen weights never move after
+their step, accuracy holds, and an interrupted run resumes to exactly the same weights."""
+
+import os
+import signal
+
+import numpy as np
+import onnx
+import pytest
+
+from inq_onnx.data import load_samples
+from inq_onnx.graph.tensors import read_tensor
+from inq_onnx.incremental import InqOptions, weight_sites
+from inq_onnx.options import QuantizeOptions
+from inq_onnx.quantize import quantized_tensors
+from inq_onnx.train.checkpoint import load_checkpoint
+from inq_onnx.train.loop import Interrupted, read_log, retrain
+from inq_onnx.train.options import TrainOptions
+from inq_onnx.verify import off_codebook
+from tests.conftest import FIXTURE
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("digits")
+    d = np.load(FIXTURE.parent / "digits.npz")
+    for split, key in (("train", "train"), ("val", "test")):
+        np.savez(folder / f"{split}.npz", input=d[f"x_{key}"].astype(np.float32) / 16, labels=d[f"y_{key}"])
+    model = onnx.load(str(FIXTURE))
+    return model, load_samples(folder / "train.npz", model), load_samples(folder / "val.npz", model)
+
+
+INQ = InqOptions(QuantizeOptions(bits=4), schedule=(0.5, 0.8, 1.0))
+TRAIN = TrainOptions(epochs_per_step=1, batch_size=64)
+
+
+def weights(model):
+    return {k: read_tensor(model, s).copy() for k, s in weight_sites(model, INQ.quantize).items()}
+
+
+def test_full_run_quantizes_everything_and_keeps_accuracy(digits, tmp_path):
+    model, train, val = digits
+    frozen_at = {}
+
+    def check_frozen(kind, info):
+        if kind == "record" and info["step"] >= 0:
+            ckpt = load_checkpoint(tmp_path)
+            current = weights(ckpt.model) if ckpt else None
+            for key, (mask, values) in frozen_at.items():
+                assert np.array_equal(current[key][mask], values[mask]), f"{key} moved after being frozen"
+            if ckpt:
+                frozen_at.update({k: (s.mask.copy(), current[k]) for k, s in ckpt.sidecar.tensors.items()})
+
+    result = retrain(model, train, inq=INQ, options=TRAIN, run_dir=tmp_path, val=val, on_event=check_frozen)
+    assert off_codebook(result.model) == [] and quantized_tensors(result.model)[0] == 4
+    records = read_log(tmp_path)
+    assert [r["step"] for r in records] == [-1, 0, 1, 2]
+    assert records[-1]["val_accuracy"] > records[0]["float_accuracy"] - 0.03
+    assert len(frozen_at) == 4
+
+
+def test_interrupted_run_resumes_to_identical_weights(digits, tmp_path):
+    model, train, val = digits
+    straight = retrain(model, train, inq=INQ, options=TRAIN, run_dir=tmp_path / "a")
+    seen = []
+
+    def interrupt_once(kind, info):
+        if kind == "batch":
+            seen.append(info)
+            if len(seen) == 30:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(Interrupted):
+        retrain(model, train, inq=INQ, options=TRAIN, run_dir=tmp_path / "b", on_event=interrupt_once)
+    ckpt = load_checkpoint(tmp_path / "b")
+    assert not ckpt.progress.trained and ckpt.optimizer is not None
+    events = []
+    resumed = retrain(model, train, inq=INQ, options=TRAIN, run_dir=tmp_path / "b", on_event=lambda k, i: events.append(k))
+    assert resumed.resumed and "resumed" in events
+    for key, value in weights(straight.model).items():
+        np.testing.assert_array_equal(weights(resumed.model)[key], value)
+
+
+def test_resume_with_other_options_is_refused(digits, tmp_path):
+    model, train, _ = digits
+    retrain(model, train, inq=INQ, options=TrainOptions(epochs_per_step=0), run_dir=tmp_path)
+    from inq_onnx.errors import SidecarError
+    with pytest.raises(SidecarError, match="other options"):
+        retrain(model, train, inq=INQ, options=TrainOptions(epochs_per_step=0, lr=0.5), run_dir=tmp_path)

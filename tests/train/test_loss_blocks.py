@@ -1,0 +1,80 @@
+"""Loss graphs against numpy references, built in-process (fast; these graphs cannot abort)."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from inq_onnx.train._artifacts_child import _generate
+from inq_onnx.train.artifacts import TrainingArtifacts
+from inq_onnx.train.losses import LossSpec, resolve_loss
+from inq_onnx.train.session import TrainingSession
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(6, 4)).astype(np.float32)
+W = RNG.normal(size=(4, 3)).astype(np.float32)
+LABELS = np.array([0, 2, 1, 1, 0, 2], np.int64)
+TEACHER_LOGITS = RNG.normal(size=(6, 3)).astype(np.float32)
+
+
+def _model(softmax: bool) -> onnx.ModelProto:
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["z" if softmax else "y"])]
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["z"], ["y"], axis=1))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [6, 3])],
+                              [numpy_helper.from_array(W, "W")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def _session(model, spec, tmp_path) -> TrainingSession:
+    onnx.save(model, tmp_path / "model.onnx")
+    loss = resolve_loss(model, spec)
+    result = _generate({"model": str(tmp_path / "model.onnx"), "folder": str(tmp_path), "trainable": ["W"],
+                        "loss": loss.to_json()})
+    paths = {k: tmp_path / f for k, f in [("training_model", "training_model.onnx"), ("eval_model", "eval_model.onnx"),
+                                          ("optimizer_model", "optimizer_model.onnx"), ("checkpoint", "checkpoint")]}
+    return TrainingSession(TrainingArtifacts(folder=tmp_path, loss=loss, trainable=("W",), inputs=tuple(result["inputs"]),
+                                             **paths))
+
+
+def _softmax(z, axis=1):
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _reference(kind, softmax, other, temperature):
+    z = X.astype(np.float64) @ W
+    if kind == "distill-mse":
+        return np.mean(((_softmax(z) if softmax else z) - other) ** 2)
+    if kind == "cross-entropy":
+        p = _softmax(z)
+        return -np.mean(np.log(p[np.arange(6), other] + (1e-7 if softmax else 0)))
+    if softmax:
+        p, t = _softmax(z), _softmax(TEACHER_LOGITS.astype(np.float64))
+        return np.mean(np.sum(t * (np.log(t + 1e-7) - np.log(p + 1e-7)), axis=1))
+    q, t = _softmax(z / temperature), _softmax(TEACHER_LOGITS / temperature)
+    return temperature**2 * np.mean(np.sum(t * (np.log(t) - np.log(q)), axis=1))
+
+
+@pytest.mark.parametrize("kind,softmax,temperature", [
+    ("distill-mse", False, 1.0), ("cross-entropy", False, 1.0), ("cross-entropy", True, 1.0),
+    ("distill-kl", False, 2.0), ("distill-kl", True, 1.0),
+])
+def test_loss_value_matches_numpy(kind, softmax, temperature, tmp_path):
+    session = _session(_model(softmax), LossSpec(kind=kind, temperature=temperature), tmp_path)
+    other = {"distill-mse": TEACHER_LOGITS, "cross-entropy": LABELS}.get(kind)
+    if other is None:
+        other = (_softmax(TEACHER_LOGITS) if softmax else TEACHER_LOGITS).astype(np.float32)
+    extra = {"distill-mse": "target", "cross-entropy": "labels", "distill-kl": "teacher"}[kind]
+    assert session.artifacts.inputs == ("x", extra)
+    got = session.eval_step(X, other)
+    assert got == pytest.approx(_reference(kind, softmax, other, temperature), rel=1e-5, abs=1e-6)
+
+
+def test_kl_gradient_with_temperature_matches_the_closed_form(tmp_path):
+    session = _session(_model(False), LossSpec(kind="distill-kl", temperature=2.0), tmp_path)
+    session.train_step(X, TEACHER_LOGITS)
+    z = X.astype(np.float64) @ W
+    d_logits = 2.0 * (_softmax(z / 2.0) - _softmax(TEACHER_LOGITS / 2.0)) / 6
+    np.testing.assert_allclose(session.gradients()["W"], X.T @ d_logits, rtol=1e-4, atol=1e-6)
