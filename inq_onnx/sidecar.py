@@ -4,7 +4,7 @@ Tensors: ``mask/<name>`` uint8 in the weight's shape (1 = quantized and frozen, 
 ``n1/<name>`` int32 in the codebook's keepdims shape. Metadata: one key ``inq_onnx`` holding JSON
 (format version, bits, schedule, step, partition strategy and seed, options, the fingerprint of
 the original model, and per tensor its channel axes, shape, dtype and pre-trained zero count).
-The format is described for users of other frameworks in docs/sidecar-format.md.
+The format is described for users of other frameworks in the README ("The mask sidecar").
 """
 
 from __future__ import annotations

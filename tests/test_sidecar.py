@@ -164,8 +164,9 @@ def test_writing_refuses_an_inconsistent_sidecar(tmp_path):
 
 
 def test_the_documented_snippet_reads_a_sidecar(tmp_path, monkeypatch):
-    doc = (Path(__file__).parents[1] / "docs" / "sidecar-format.md").read_text()
-    snippet = re.search(r"```python\n(.*?)```", doc, re.DOTALL).group(1)
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## The mask sidecar", 1)[1]
+    snippet = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
     write_sidecar(tmp_path / "model.inq.safetensors", make_sidecar())
     monkeypatch.chdir(tmp_path)
     scope: dict = {}

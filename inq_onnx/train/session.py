@@ -25,6 +25,12 @@ from inq_onnx.train.artifacts import TrainingArtifacts
 from inq_onnx.train.ort_training import load_training_api, session_options
 
 
+def _ort_message(error: Exception) -> str:
+    """The part of an ORT error after its C++ location and status code."""
+    lines = str(error).strip().splitlines()
+    return lines[0].rsplit("] : ", 1)[-1].split(" : ", 1)[-1] if lines else type(error).__name__
+
+
 class TrainingSession:
     """Forward + backward steps on ``artifacts``; parameters and gradients as numpy."""
 
@@ -39,7 +45,7 @@ class TrainingSession:
             )
         except Exception as error:  # noqa: BLE001 - ORT raises its own RuntimeError subclasses
             raise TrainingError(
-                f"ONNX Runtime could not load the training model ({str(error).splitlines()[0]})",
+                f"ONNX Runtime could not load the training model ({_ort_message(error)})",
                 "check unsupported_gradient_ops(model): a gradient op may have no CPU kernel",
             ) from error
         inputs = onnx.load(str(artifacts.training_model), load_external_data=False).graph.input

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Iterator
 
 import numpy as np
@@ -124,11 +123,6 @@ def default_opset(model: onnx.ModelProto) -> int:
         if op.domain in ("", "ai.onnx"):
             return op.version
     return 0
-
-
-def op_counts(model: onnx.ModelProto) -> Counter:
-    """How many nodes of each op type the top-level graph has."""
-    return Counter(n.op_type for n in model.graph.node)
 
 
 def value_types(model: onnx.ModelProto) -> dict[str, tuple[int, tuple | None]]:

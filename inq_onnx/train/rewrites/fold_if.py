@@ -4,6 +4,8 @@ An If between a trainable weight and the loss aborts ORT's gradient builder (SIG
 pinned inputs become initializers; then, until no If is left, every top-level condition is
 evaluated with ONNX Runtime on the sample feeds (it must agree across them), and the taken
 branch is spliced in place of the If. Its initializers and Constant nodes come up with it.
+Run it before pin_input_shapes: with silero's inputs pinned to static shapes, ORT's type
+inference fails in a branch never taken, and creating the probe session crashed (SIGSEGV).
 """
 
 from __future__ import annotations

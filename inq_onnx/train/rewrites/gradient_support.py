@@ -11,13 +11,14 @@ import onnx
 from inq_onnx.train.rewrites._graph import all_names, iter_graphs, subgraphs, value_types
 
 _NO_BUILDER = "no gradient builder"
-# Measured on ORT 1.19.2 CPU, each op alone after a Conv (generate_artifacts, Module, one step).
+# Measured on ORT 1.19.2 CPU (Loop/Scan excepted), each op alone after a Conv: generate_artifacts,
+# Module, one train step.
 GRADIENT_BLOCKERS: dict[str, str] = {
     "HardSigmoid": f"{_NO_BUILDER} (rewrite: hardsigmoid_to_minmax)",
     "HardSwish": f"{_NO_BUILDER} (rewrite: hardsigmoid_to_minmax)",
     "If": "aborts the gradient builder with SIGABRT (rewrite: fold_if)",
-    "Loop": "control flow is not differentiated",
-    "Scan": "control flow is not differentiated",
+    "Loop": "control flow on the gradient path (not measured; assumed to fail like If)",
+    "Scan": "control flow on the gradient path (not measured; assumed to fail like If)",
     "Resize": "no CPU kernel for ResizeGrad (rewrite: resize_to_repeat, integer nearest only)",
     "ConvTranspose": "no CPU kernel for ConvTransposeGrad (rewrite: convtranspose_to_conv_shuffle)",
     "LayerNormalization": "the gradient builder needs its Mean and InvStdDev outputs declared",
