@@ -87,7 +87,7 @@ def check_sidecar(model: onnx.ModelProto, sidecar: Sidecar, options: InqOptions,
         moved = frozen_off_codebook(read_tensor(model, sites[key]), state.mask, state.codebook)
         if moved:
             raise SidecarError(f"{moved} frozen weights of '{key}' left their codebook since the last step",
-                               "retrain with the mask applied (frozen weights must not change), see the README, "The mask sidecar"")
+                               "retrain with the mask applied (frozen weights must not change), see the README, 'The mask sidecar'")
 
 
 def partition_step(model: onnx.ModelProto, sidecar: Sidecar) -> tuple[onnx.ModelProto, Sidecar]:

@@ -30,6 +30,16 @@ def session(model: onnx.ModelProto | str, *, threads: int = 0, providers=("CPUEx
                                 "report it with the model attached, or run with --no-verify to skip this check") from e
 
 
+def providers_for(provider: str) -> tuple[str, ...]:
+    """The provider asked for, with the CPU as fallback for the ops it lacks."""
+    return (provider,) if provider == "CPUExecutionProvider" else (provider, "CPUExecutionProvider")
+
+
+def training_device(provider: str) -> str:
+    """onnxruntime-training's device name for an execution provider ("cuda" for CUDA)."""
+    return {"CUDAExecutionProvider": "cuda", "CPUExecutionProvider": "cpu"}.get(provider, "cpu")
+
+
 def first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return (text[0] if text else type(error).__name__)[:200]

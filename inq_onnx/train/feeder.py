@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 
 from inq_onnx.data import Samples
-from inq_onnx.runtime import session
+from inq_onnx.runtime import providers_for, session
 from inq_onnx.train.losses import LossKind, ResolvedLoss
 
 
@@ -26,14 +26,15 @@ class Feeder:
     """Feeds for the training model's inputs, in its order, for one batch of sample indices."""
 
     def __init__(self, samples: Samples, loss: ResolvedLoss, step_inputs: tuple[str, ...], *,
-                 teacher_model: onnx.ModelProto | None, pins: dict[str, np.ndarray], threads: int | None = None):
+                 teacher_model: onnx.ModelProto | None, pins: dict[str, np.ndarray], threads: int | None = None,
+                 provider: str = "CPUExecutionProvider"):
         self.samples = samples
         self.loss = loss
         self.step_inputs = step_inputs
         self.pins = pins
         self.teacher = None
         if loss.kind is not LossKind.CROSS_ENTROPY:
-            self.teacher = session(teacher_model, threads=threads or 0)
+            self.teacher = session(teacher_model, threads=threads or 0, providers=providers_for(provider))
             self.teacher_index = [o.name for o in self.teacher.get_outputs()].index(loss.output)
 
     def batches(self, batch_size: int, seed: int, step: int, epoch: int, start: int = 0) -> Iterator[tuple[int, list]]:

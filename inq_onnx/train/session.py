@@ -34,14 +34,14 @@ def _ort_message(error: Exception) -> str:
 class TrainingSession:
     """Forward + backward steps on ``artifacts``; parameters and gradients as numpy."""
 
-    def __init__(self, artifacts: TrainingArtifacts, *, threads: int | None = None):
+    def __init__(self, artifacts: TrainingArtifacts, *, threads: int | None = None, device: str = "cpu"):
         api = load_training_api()
         self.artifacts = artifacts
         try:
             self.state = api.CheckpointState.load_checkpoint(str(artifacts.checkpoint))
             self.module = api.Module(
                 str(artifacts.training_model), self.state, str(artifacts.eval_model),
-                session_options=session_options(threads),
+                device=device, session_options=session_options(threads),
             )
         except Exception as error:  # noqa: BLE001 - ORT raises its own RuntimeError subclasses
             raise TrainingError(

@@ -13,6 +13,7 @@ from inq_onnx.data import Samples, input_specs
 from inq_onnx.errors import DataError, TrainingError
 from inq_onnx.incremental import quantize_options_of, weight_sites
 from inq_onnx.options import QuantizeOptions
+from inq_onnx.runtime import training_device
 from inq_onnx.sidecar import Sidecar
 from inq_onnx.train.artifacts import build_artifacts
 from inq_onnx.train.feeder import Feeder, batch_count
@@ -93,8 +94,9 @@ def build_setup(model: onnx.ModelProto, train: Samples, sidecar: Sidecar, option
                             "check `inq-onnx inspect` and the rewrites; or quantize one shot without --data")
     artifacts = build_artifacts(prepared, trainable=list(sites), folder=run_dir / "artifacts",
                                 loss=loss_spec(options, train))
-    session = TrainingSession(artifacts, threads=options.threads)
+    session = TrainingSession(artifacts, threads=options.threads, device=training_device(options.provider))
     pmap = param_map(session.order, sites, keys, model)
-    feeder = Feeder(train, artifacts.loss, artifacts.inputs, teacher_model=model, pins=pins, threads=options.threads)
+    feeder = Feeder(train, artifacts.loss, artifacts.inputs, teacher_model=model, pins=pins, threads=options.threads,
+                    provider=options.provider)
     rewrites = [f"{name}: {result.changed}" for name, result in passes if result.changed]
     return TrainingSetup(session, pmap, feeder, batch, rewrites)
