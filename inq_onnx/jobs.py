@@ -12,6 +12,7 @@ from inq_onnx.graph.io import check_writable_target, load_model, save_model
 from inq_onnx.options import QuantizeOptions
 from inq_onnx.quantize import quantize_model
 from inq_onnx.report import QuantizeResult
+from inq_onnx.train.losses import class_count
 from inq_onnx.verify import VerifyReport, verify
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def quantize_file(model_path: str | os.PathLike, output: str | os.PathLike | Non
     model, source = load_model(model_path)
     out = Path(output) if output else default_output(Path(model_path), options.bits)
     check_writable_target(out, source)
-    samples: Samples | None = load_samples(samples_path, model) if samples_path else None
+    samples: Samples | None = load_samples(samples_path, model, num_classes=class_count(model)) if samples_path else None
     log.info("quantizing %s to %d bits", model_path, options.bits)
     result = quantize_model(model, options)
     save_model(result.model, out, external_data=source.external_data, source=source)
@@ -102,12 +103,12 @@ def inq_file(model_path: str | os.PathLike, output: str | os.PathLike | None, in
     model, source = load_model(model_path)
     out = Path(output) if output else default_output(Path(model_path), inq.quantize.bits)
     check_writable_target(out, source)
-    pinned = tuple(train_options.pins)
-    train = load_samples(data, model, pinned=pinned)
-    val_samples = load_samples(val, model, pinned=pinned) if val else None
+    pinned, classes = tuple(train_options.pins), class_count(model, train_options.loss_output)
+    train = load_samples(data, model, num_classes=classes, pinned=pinned)
+    val_samples = load_samples(val, model, num_classes=classes, pinned=pinned) if val else None
     runs = Path(run_dir) if run_dir else default_run_dir(out)
     result = retrain(model, train, inq=inq, options=train_options, run_dir=runs, val=val_samples, on_event=on_event)
     save_model(result.model, out, external_data=source.external_data, source=source)
     side = write_sidecar(sidecar_path(out), load_checkpoint(runs).sidecar)
-    report = verify(result.model, reference=model) if check else None
+    report = verify(result.model, reference=model, pins=train_options.pins) if check else None
     return InqJob(out, side, runs, result.records, result.resumed, report)

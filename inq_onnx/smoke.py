@@ -26,7 +26,8 @@ FREE_DIM_CANDIDATES = (1, 32, 640)  # dynamic non-batch dims, tried in turn unti
 TIMEOUT_S = 600
 
 
-def smoke_run(model: onnx.ModelProto, reference: onnx.ModelProto | None = None) -> dict[str, list[int]]:
+def smoke_run(model: onnx.ModelProto, reference: onnx.ModelProto | None = None,
+              pins: dict | None = None) -> dict[str, list[int]]:
     """Input shapes on which the reference ran and ``model`` ran with finite outputs.
 
     Returns {} when the reference rejects every candidate shape (nothing to compare).
@@ -38,7 +39,7 @@ def smoke_run(model: onnx.ModelProto, reference: onnx.ModelProto | None = None) 
             paths.append(save(reference, Path(tmp) / "reference.onnx"))
         last = ""
         for free_dim in FREE_DIM_CANDIDATES:
-            stages, last = run_child(paths, free_dim)
+            stages, last = run_child(paths, free_dim, pins or {})
             if reference is not None and "reference" not in stages:
                 continue
             if "model" in stages:
@@ -58,8 +59,9 @@ def save(model: onnx.ModelProto, path: Path) -> str:
     return str(path)
 
 
-def run_child(paths: list[str], free_dim: int) -> tuple[dict[str, dict], str]:
-    cmd = [sys.executable, "-m", "inq_onnx.smoke", *paths, "--free-dim", str(free_dim)]
+def run_child(paths: list[str], free_dim: int, pins: dict) -> tuple[dict[str, dict], str]:
+    pinned = json.dumps({k: np.asarray(v).tolist() for k, v in pins.items()})
+    cmd = [sys.executable, "-m", "inq_onnx.smoke", *paths, "--free-dim", str(free_dim), "--pins", pinned]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
     stages = {}
     for line in proc.stdout.splitlines():
@@ -72,12 +74,13 @@ def run_child(paths: list[str], free_dim: int) -> tuple[dict[str, dict], str]:
     return {k: v for k, v in stages.items() if "error" not in v}, failure
 
 
-def child(model_path: str, reference_path: str | None, free_dim: int) -> None:
+def child(model_path: str, reference_path: str | None, free_dim: int, pins: dict) -> None:
     from inq_onnx.runtime import first_line, session
     from inq_onnx.verify import synthetic_feeds
 
     model = onnx.load(model_path)
     feeds = synthetic_feeds(model, free_dim)
+    feeds.update({k: np.asarray(v, feeds[k].dtype) for k, v in pins.items() if k in feeds})
     shapes = {k: list(v.shape) for k, v in feeds.items()}
     expected = None
     for stage, path in (("reference", reference_path), ("model", model_path)):
@@ -107,5 +110,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("paths", nargs="+")
     parser.add_argument("--free-dim", type=int, default=1)
+    parser.add_argument("--pins", default="{}")
     args = parser.parse_args()
-    child(args.paths[0], args.paths[1] if len(args.paths) > 1 else None, args.free_dim)
+    child(args.paths[0], args.paths[1] if len(args.paths) > 1 else None, args.free_dim, json.loads(args.pins))

@@ -95,7 +95,7 @@ def fidelity(reference: onnx.ModelProto, model: onnx.ModelProto, samples: Sample
     noise = float(np.sum((ref - q) ** 2))
     sqnr = float("inf") if noise == 0 else 10 * np.log10(float(np.sum(ref**2)) / noise)
     agreement = acc_f = acc_q = None
-    if ref.ndim >= 2 and ref.shape[-1] > 1:
+    if ref.ndim == 2 and ref.shape[-1] > 1:  # class scores: [samples, classes]
         agreement = float(np.mean(ref.argmax(-1) == q.argmax(-1)))
         if samples.labels is not None and ref.ndim == 2:
             labels = samples.labels[: len(ref)]
@@ -111,7 +111,7 @@ def first_float_output(sess) -> int:
 
 
 def verify(model: onnx.ModelProto, *, reference: onnx.ModelProto | None = None,
-           samples: Samples | None = None) -> VerifyReport:
+           samples: Samples | None = None, pins: dict | None = None) -> VerifyReport:
     """All checks; raises VerificationError on the first failure."""
     try:
         onnx.checker.check_model(model)
@@ -123,6 +123,6 @@ def verify(model: onnx.ModelProto, *, reference: onnx.ModelProto | None = None,
         raise VerificationError(f"{count} values of '{name}' are not in its codebook ({len(offenders)} tensors affected)",
                                 "quantize the model again; a frozen weight may have been changed by another tool")
     stamp = quantized_tensors(model)
-    shapes = smoke_run(model, reference)
-    fid = fidelity(reference, model, samples) if samples is not None and reference is not None else None
+    shapes = smoke_run(model, reference, pins)
+    fid = fidelity(reference, model, samples, pins=pins) if samples is not None and reference is not None else None
     return VerifyReport(len(stamp[1]) if stamp else 0, shapes, fid)

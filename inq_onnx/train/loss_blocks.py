@@ -55,12 +55,15 @@ class _LossBlock(_blocks.Block):
 
 
 class MseLoss(_LossBlock):
-    """mean((output - target)^2)."""
+    """mean((output - target)^2) / scale."""
 
     def build(self, output: str) -> str:
         target = self._add_input_like(output)
         diff = self._node("Sub", [output, target])
-        return self._node("ReduceMean", [self._node("Mul", [diff, diff])], keepdims=0)
+        loss = self._node("ReduceMean", [self._node("Mul", [diff, diff])], keepdims=0)
+        if self.loss.scale != 1.0:
+            loss = self._node("Mul", [loss, self._const(1.0 / self.loss.scale, self._elem_type(output))])
+        return loss
 
 
 class CrossEntropyLoss(_LossBlock):

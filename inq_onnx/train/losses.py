@@ -42,6 +42,7 @@ class LossSpec:
     probabilities: bool | None = None
     temperature: float = 1.0
     eps: float = 1e-7
+    scale: float = 1.0  # mse is divided by it: the teacher's mean square makes it scale-free
 
     def __post_init__(self):
         object.__setattr__(self, "kind", LossKind(self.kind))
@@ -63,6 +64,7 @@ class ResolvedLoss:
     extra_input: str
     rank: int | None
     opset: int
+    scale: float = 1.0
 
     def to_json(self) -> dict:
         return {**asdict(self), "kind": self.kind.value}
@@ -98,6 +100,18 @@ def pick_loss_output(model: onnx.ModelProto, name: str | None = None) -> onnx.Va
     return chosen[0]
 
 
+def class_count(model: onnx.ModelProto, name: str | None = None) -> int | None:
+    """The static size of the class axis (1) of the loss output, or None when unknown."""
+    try:
+        output = pick_loss_output(model, name)
+    except (InvalidOptionError, UnsupportedModelError):
+        return None  # reported where the loss is built
+    dims = output.type.tensor_type.shape.dim
+    if len(dims) < 2 or not dims[1].HasField("dim_value") or dims[1].dim_value <= 0:
+        return None
+    return int(dims[1].dim_value)
+
+
 def resolve_loss(model: onnx.ModelProto, spec: LossSpec) -> ResolvedLoss:
     """Tie ``spec`` to ``model``: pick the output, detect probabilities, name the extra input."""
     output = pick_loss_output(model, spec.output)
@@ -124,4 +138,5 @@ def resolve_loss(model: onnx.ModelProto, spec: LossSpec) -> ResolvedLoss:
     while extra in taken:
         k += 1
         extra = f"{_EXTRA_INPUT[spec.kind]}_{k}"
-    return ResolvedLoss(spec.kind, output.name, probabilities, spec.temperature, spec.eps, extra, rank, opset)
+    return ResolvedLoss(spec.kind, output.name, probabilities, spec.temperature, spec.eps, extra, rank, opset,
+                        spec.scale)

@@ -3,7 +3,7 @@ artifacts, the session, the parameter map and the batch feeder."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,8 @@ from inq_onnx.runtime import training_device
 from inq_onnx.sidecar import Sidecar
 from inq_onnx.train.artifacts import build_artifacts
 from inq_onnx.train.feeder import Feeder, batch_count
-from inq_onnx.train.losses import LossKind, LossSpec
+from inq_onnx.runtime import session
+from inq_onnx.train.losses import LossKind, LossSpec, resolve_loss
 from inq_onnx.train.options import LossChoice, TrainOptions
 from inq_onnx.train.params import ParamMap, param_map, trainable_tensors
 from inq_onnx.train.rewrites.prepare import prepare_for_training
@@ -53,14 +54,26 @@ class TrainingSetup:
         return loss
 
 
-def loss_spec(options: TrainOptions, train: Samples) -> LossSpec:
+def loss_spec(options: TrainOptions, train: Samples, model: onnx.ModelProto, pins: dict) -> LossSpec:
     choice = options.loss
     if choice is LossChoice.AUTO:
         choice = LossChoice.CROSS_ENTROPY if train.labels is not None else LossChoice.DISTILL_MSE
     if choice is LossChoice.CROSS_ENTROPY and train.labels is None:
         raise DataError(f"{train.source} has no 'labels' for the cross-entropy loss",
                         "add labels to the data, or use --loss distill (no labels needed)")
-    return LossSpec(kind=LOSS_KINDS[choice], output=options.loss_output, temperature=options.temperature)
+    spec = LossSpec(kind=LOSS_KINDS[choice], output=options.loss_output, temperature=options.temperature)
+    if spec.kind is LossKind.MSE:
+        spec = replace(spec, scale=teacher_mean_square(model, train, resolve_loss(model, spec).output, pins))
+    return spec
+
+
+def teacher_mean_square(model: onnx.ModelProto, train: Samples, output: str, pins: dict, samples: int = 64) -> float:
+    """The float model's mean squared output on a few samples: dividing the distillation MSE by
+    it makes the loss (1 / SQNR) and so the learning rate independent of the output's units."""
+    teacher = session(model)
+    values = [teacher.run([output], {**feeds, **pins})[0] for feeds in train.batches(16, samples)]
+    mean_square = float(np.mean(np.concatenate([np.ravel(v) for v in values]).astype(np.float64) ** 2))
+    return mean_square if np.isfinite(mean_square) and mean_square > 0 else 1.0
 
 
 def pinned_values(model: onnx.ModelProto, pins: dict) -> dict[str, np.ndarray]:
@@ -93,7 +106,7 @@ def build_setup(model: onnx.ModelProto, train: Samples, sidecar: Sidecar, option
         raise TrainingError("no quantized weight is trainable in the training graph",
                             "check `inq-onnx inspect` and the rewrites; or quantize one shot without --data")
     artifacts = build_artifacts(prepared, trainable=list(sites), folder=run_dir / "artifacts",
-                                loss=loss_spec(options, train))
+                                loss=loss_spec(options, train, model, pins))
     session = TrainingSession(artifacts, threads=options.threads, device=training_device(options.provider))
     pmap = param_map(session.order, sites, keys, model)
     feeder = Feeder(train, artifacts.loss, artifacts.inputs, teacher_model=model, pins=pins, threads=options.threads,

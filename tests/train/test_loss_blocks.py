@@ -78,3 +78,9 @@ def test_kl_gradient_with_temperature_matches_the_closed_form(tmp_path):
     z = X.astype(np.float64) @ W
     d_logits = 2.0 * (_softmax(z / 2.0) - _softmax(TEACHER_LOGITS / 2.0)) / 6
     np.testing.assert_allclose(session.gradients()["W"], X.T @ d_logits, rtol=1e-4, atol=1e-6)
+
+
+def test_mse_is_divided_by_its_scale(tmp_path):
+    scaled = _session(_model(False), LossSpec(kind="distill-mse", scale=4.0), tmp_path)
+    assert scaled.eval_step(X, TEACHER_LOGITS) == pytest.approx(
+        _reference("distill-mse", False, TEACHER_LOGITS, 1.0) / 4.0, rel=1e-5)
