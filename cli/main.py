@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import traceback
 
@@ -11,6 +12,7 @@ from inq_onnx import __version__
 from inq_onnx.errors import InqError
 
 from inq_onnx_cli.common import configure_logging, verbosity_options
+from inq_onnx_cli.export_cmd import export_command
 from inq_onnx_cli.inspect_cmd import inspect_command
 from inq_onnx_cli.quantize_cmd import quantize_command
 from inq_onnx_cli.report_cmd import report_command
@@ -37,6 +39,7 @@ cli.add_command(quantize_command)
 cli.add_command(inspect_command)
 cli.add_command(step_command)
 cli.add_command(report_command)
+cli.add_command(export_command)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         cli.main(args=argv, prog_name="inq-onnx", standalone_mode=False)
         return 0
     except InqError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {one_line(str(e))}", err=True)
         return e.exit_code
     except click.exceptions.Exit as e:
         return e.exit_code
@@ -54,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("error: interrupted", err=True)
         return EXIT_INTERRUPTED
     except click.ClickException as e:
-        hint = f" (see 'inq-onnx {e.ctx.command.name} --help')" if getattr(e, "ctx", None) and e.ctx.command else ""
-        click.echo(f"error: {e.format_message()}{hint}", err=True)
+        command = e.ctx.command_path if getattr(e, "ctx", None) else "inq-onnx"
+        click.echo(f"error: {one_line(e.format_message()).rstrip('.')}. To fix this, see '{command} --help'", err=True)
         return e.exit_code
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)
@@ -63,9 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug of ours: still one line, the traceback only with -vv
         if verbose:
             traceback.print_exc()
-        click.echo(f"error: internal error {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+        click.echo(f"error: internal error {type(e).__name__}: {one_line(str(e))[:300]} "
                    "(please report it; -vv shows the traceback)", err=True)
         return EXIT_INTERNAL
+
+
+def one_line(text: str) -> str:
+    """Messages quoting other tools (ORT, protobuf) may span lines: the CLI prints one."""
+    return re.sub(r"\s*\n\s*", " ", text.strip())
 
 
 if __name__ == "__main__":

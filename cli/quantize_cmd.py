@@ -30,12 +30,13 @@ from inq_onnx_cli.render import print_inq_job, print_quantize_job
 @click.option("--val", type=click.Path(path_type=str), help="Validation samples: accuracy/fidelity after each step.")
 @schedule_options
 @training_options
+@click.option("--compact", is_flag=True, help="Write the compact form directly: b bits per weight on disk (see `export`).")
 @click.option("--no-verify", is_flag=True, help="Skip the checks after writing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @verbosity_options
 @click.pass_context
-def quantize_command(ctx, model, bits, output, per_channel, include, exclude, min_size, data, val, no_verify,
-                     as_json, **kw):
+def quantize_command(ctx, model, bits, output, per_channel, include, exclude, min_size, data, val, compact,
+                     no_verify, as_json, **kw):
     """Turn the weights of MODEL into powers of two or zero.
 
     Without --data: one-shot rounding, no data needed. With --data: full INQ (partition,
@@ -50,7 +51,7 @@ def quantize_command(ctx, model, bits, output, per_channel, include, exclude, mi
     options = QuantizeOptions(bits=bits, per_channel=per_channel, include=include, exclude=exclude, min_size=min_size)
     quiet = as_json or verbosity(ctx) < 0
     if data is None:
-        job = quantize_file(model, output, options, check=not no_verify, samples_path=val)
+        job = quantize_file(model, output, options, check=not no_verify, samples_path=val, compact=compact)
         if as_json:
             click.echo(json.dumps(job_dict(job), indent=1, default=str))
         elif not quiet:
@@ -59,7 +60,7 @@ def quantize_command(ctx, model, bits, output, per_channel, include, exclude, mi
     inq = InqOptions(options, schedule=parse_schedule_option(kw["schedule"]), strategy=kw["partition"], seed=kw["seed"])
     progress = Progress(enabled=not quiet)
     job = inq_file(model, output, inq, train_options(kw), data=data, val=val, run_dir=kw["run_dir"],
-                   check=not no_verify, on_event=progress)
+                   check=not no_verify, compact=compact, on_event=progress)
     progress.close()
     if as_json:
         click.echo(json.dumps({"output": str(job.output), "sidecar": str(job.sidecar), "run_dir": str(job.run_dir),

@@ -22,8 +22,10 @@ def print_quantize_job(job, verbose: bool = False) -> None:
     click.echo(f"\nquantized {len(q)} tensors ({params:,} weights) to {bits} bits; skipped {len(s)}:")
     if s:
         click.echo(skipped_summary(result, verbose))
-    click.echo(f"\nwrote {job.output}  ({megabytes(job.input_bytes)} -> {megabytes(job.output_bytes)}; "
-               "weights stay float32 values here: `inq-onnx export --format compact` stores b bits each)")
+    compact = job.output_bytes < 0.8 * job.input_bytes
+    click.echo(f"\nwrote {job.output}  ({megabytes(job.input_bytes)} -> {megabytes(job.output_bytes)}"
+               + (")" if compact else "; the weights are still stored as floats: --compact or "
+                  "`inq-onnx export --format compact` stores b bits each)"))
     if job.verification is None:
         click.echo("verification skipped (--no-verify)")
         return

@@ -146,7 +146,8 @@ def check_labels(labels: np.ndarray, counts: set[int], num_classes: int | None, 
     if counts and len(labels) not in counts:
         raise DataError(f"{path}: {len(labels)} labels for {max(counts)} samples", "give one label per sample")
     if len(labels) and (labels.min() < 0 or (num_classes is not None and labels.max() >= num_classes)):
-        raise DataError(f"{path}: labels range {labels.min()}..{labels.max()} is outside 0..{(num_classes or 1) - 1}",
+        allowed = f"0..{num_classes - 1} (the model has {num_classes} classes)" if num_classes else "0 and above"
+        raise DataError(f"{path}: labels range {labels.min()}..{labels.max()} is outside {allowed}",
                         "use class indices that match the model's output")
     return labels.astype(np.int64)
 

@@ -15,7 +15,7 @@ class InqError(Exception):
     def __init__(self, problem: str, fix: str | None = None):
         self.problem = problem
         self.fix = fix
-        super().__init__(f"{problem}. To fix this, {fix}" if fix else problem)
+        super().__init__(f"{problem.rstrip('.! ')}. To fix this, {fix}" if fix else problem)
 
 
 class InvalidOptionError(InqError):
@@ -54,3 +54,9 @@ class TrainingError(InqError):
 
 class ExportError(InqError):
     """A model cannot be exported in the requested format."""
+
+
+class Interrupted(InqError):
+    """The run was stopped by Ctrl-C (SIGINT); the message says what was kept and how to go on."""
+
+    exit_code = 130

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import onnx
+
 from inq_onnx.data import Samples, load_samples
-from inq_onnx.graph.io import check_writable_target, load_model, save_model
+from inq_onnx.graph.io import PROTOBUF_LIMIT, ModelWriter, check_writable_target, load_model, save_model, tensor_bytes
 from inq_onnx.options import QuantizeOptions
 from inq_onnx.quantize import quantize_model
 from inq_onnx.report import QuantizeResult
@@ -59,21 +62,44 @@ def step_file(model_path: str | os.PathLike, output: str | os.PathLike | None, i
     else:
         state = start(model, inq)
     stepped, new_state = partition_step(model, state)
-    save_model(stepped, out, external_data=source.external_data, source=source)
+    save_model(stepped, out, external_data=source.external_data, source=source, keep_data=False)
     return out, write_sidecar(sidecar_path(out), new_state), new_state
 
 
+def compact_output(out: Path) -> None:
+    """Rewrite a verified quantized output in its compact form (b-bit codes), atomically."""
+    from inq_onnx.export.compact import to_compact
+
+    model, source = load_model(out)
+    save_model(to_compact(model)[0], out, external_data=source.external_data)
+
+
 def quantize_file(model_path: str | os.PathLike, output: str | os.PathLike | None, options: QuantizeOptions, *,
-                  check: bool = True, samples_path: str | os.PathLike | None = None) -> QuantizeJob:
-    """Load, quantize one-shot, save atomically, then verify (and measure fidelity on samples)."""
+                  check: bool = True, samples_path: str | os.PathLike | None = None,
+                  compact: bool = False) -> QuantizeJob:
+    """Load, quantize one-shot, save atomically, then verify (and measure fidelity on samples).
+
+    The loaded model is quantized in place; with external data each new weight is streamed into
+    the output's data file, and verification reads the files written, so the peak memory stays
+    near one copy of the model. ``job.result.model`` is then the written model without its
+    data (``onnx.load(job.output)`` loads it whole).
+    """
     model, source = load_model(model_path)
     out = Path(output) if output else default_output(Path(model_path), options.bits)
     check_writable_target(out, source)
     samples: Samples | None = load_samples(samples_path, model, num_classes=class_count(model)) if samples_path else None
     log.info("quantizing %s to %d bits", model_path, options.bits)
-    result = quantize_model(model, options)
-    save_model(result.model, out, external_data=source.external_data, source=source)
-    report = verify(result.model, reference=model, samples=samples) if check else None
+    external = source.external_data or tensor_bytes(model) > PROTOBUF_LIMIT
+    with ModelWriter(out, external_data=external, source=source) as writer:
+        result = quantize_model(model, options, in_place=True, write=writer.write_tensor)
+        writer.save(result.model)
+    if external:  # the model in memory still holds the float weights (protobuf frees nothing): drop it
+        del model
+        result = replace(result, model=onnx.load(str(out), load_external_data=False))
+        gc.collect()  # the weight selection's use index holds it in reference cycles
+    report = verify(out, reference=source.path, samples=samples) if check else None
+    if compact:
+        compact_output(out)
     out_bytes = out.stat().st_size + (Path(f"{out}.data").stat().st_size if Path(f"{out}.data").exists() else 0)
     return QuantizeJob(result, out, source.size_bytes, out_bytes, report)
 
@@ -94,11 +120,11 @@ def default_run_dir(output: Path) -> Path:
 
 def inq_file(model_path: str | os.PathLike, output: str | os.PathLike | None, inq, train_options, *,
              data: str | os.PathLike, val: str | os.PathLike | None = None, run_dir: str | os.PathLike | None = None,
-             check: bool = True, on_event=lambda kind, info: None) -> InqJob:
+             check: bool = True, compact: bool = False, on_event=lambda kind, info: None) -> InqJob:
     """Full INQ with retraining, resumable: rerunning the same call continues from ``run_dir``."""
     from inq_onnx.sidecar import sidecar_path, write_sidecar
     from inq_onnx.train.checkpoint import load_checkpoint
-    from inq_onnx.train.loop import retrain
+    from inq_onnx.train.loop import interrupted_outside_training, retrain
 
     model, source = load_model(model_path)
     out = Path(output) if output else default_output(Path(model_path), inq.quantize.bits)
@@ -107,8 +133,13 @@ def inq_file(model_path: str | os.PathLike, output: str | os.PathLike | None, in
     train = load_samples(data, model, num_classes=classes, pinned=pinned)
     val_samples = load_samples(val, model, num_classes=classes, pinned=pinned) if val else None
     runs = Path(run_dir) if run_dir else default_run_dir(out)
-    result = retrain(model, train, inq=inq, options=train_options, run_dir=runs, val=val_samples, on_event=on_event)
-    save_model(result.model, out, external_data=source.external_data, source=source)
-    side = write_sidecar(sidecar_path(out), load_checkpoint(runs).sidecar)
-    report = verify(result.model, reference=model, pins=train_options.pins) if check else None
+    try:
+        result = retrain(model, train, inq=inq, options=train_options, run_dir=runs, val=val_samples, on_event=on_event)
+        save_model(result.model, out, external_data=source.external_data, source=source, keep_data=False)
+        side = write_sidecar(sidecar_path(out), load_checkpoint(runs).sidecar)
+        report = verify(out, reference=source.path or model, pins=train_options.pins) if check else None
+        if compact:
+            compact_output(out)
+    except KeyboardInterrupt:  # outside the loop's own Ctrl-C handling (set-up, writing the result)
+        raise interrupted_outside_training(runs) from None
     return InqJob(out, side, runs, result.records, result.resumed, report)

@@ -57,10 +57,20 @@ class QuantizeResult:
         return {"options": self.options.as_dict(), "tensors": [t.as_dict() for t in self.tensors]}
 
 
+def relative_error(w: np.ndarray, q: np.ndarray, block: int = 1 << 20) -> float:
+    """||q - w|| / ||w|| in float64, ``block`` values at a time (no float64 copy of a large tensor)."""
+    w, q = np.ravel(w), np.ravel(q)
+    norm2 = error2 = 0.0
+    for start in range(0, w.size, block):
+        w64 = w[start:start + block].astype(np.float64)
+        diff = q[start:start + block].astype(np.float64) - w64
+        norm2 += float(np.dot(w64, w64))
+        error2 += float(np.dot(diff, diff))
+    return float(np.sqrt(error2)) / float(np.sqrt(norm2)) if norm2 else 0.0
+
+
 def tensor_report(candidate: "Candidate", w: np.ndarray, q: np.ndarray, book: Codebook) -> TensorReport:
-    w64 = np.asarray(w, dtype=np.float64)
-    norm = float(np.linalg.norm(w64))
-    error = float(np.linalg.norm(np.asarray(q, dtype=np.float64) - w64)) / norm if norm else 0.0
+    error = relative_error(w, q)
     return TensorReport(
         name=candidate.name, shape=candidate.shape, dtype=candidate.dtype, uses=candidate.uses, quantized=True,
         channel_axes=book.channel_axes, n1=(int(book.n1.min()), int(book.n1.max())),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -21,14 +22,17 @@ import numpy as np
 import onnx
 
 from inq_onnx.errors import VerificationError
+from inq_onnx.graph.io import save_model
 
 FREE_DIM_CANDIDATES = (1, 32, 640)  # dynamic non-batch dims, tried in turn until the float model runs
 TIMEOUT_S = 600
 
 
-def smoke_run(model: onnx.ModelProto, reference: onnx.ModelProto | None = None,
+def smoke_run(model: onnx.ModelProto | str | os.PathLike, reference: onnx.ModelProto | str | os.PathLike | None = None,
               pins: dict | None = None) -> dict[str, list[int]]:
     """Input shapes on which the reference ran and ``model`` ran with finite outputs.
+
+    Models are in memory (saved to a temporary folder for the child) or paths (read there).
 
     Returns {} when the reference rejects every candidate shape (nothing to compare).
     Raises VerificationError when the quantized model fails where the float one runs.
@@ -54,9 +58,11 @@ def smoke_run(model: onnx.ModelProto, reference: onnx.ModelProto | None = None,
     return {}
 
 
-def save(model: onnx.ModelProto, path: Path) -> str:
-    onnx.save_model(model, str(path), save_as_external_data=model.ByteSize() > 2**30, location=path.name + ".data")
-    return str(path)
+def save(model: onnx.ModelProto | str | os.PathLike, path: Path) -> str:
+    """A path the child can read: ``model``'s own, or ``path`` with the in-memory model in it."""
+    if not isinstance(model, onnx.ModelProto):
+        return str(model)
+    return str(save_model(model, path, keep_data=True))  # keeps the caller's model whole
 
 
 def run_child(paths: list[str], free_dim: int, pins: dict) -> tuple[dict[str, dict], str]:
@@ -78,7 +84,7 @@ def child(model_path: str, reference_path: str | None, free_dim: int, pins: dict
     from inq_onnx.runtime import first_line, session
     from inq_onnx.verify import synthetic_feeds
 
-    model = onnx.load(model_path)
+    model = onnx.load(model_path, load_external_data=False)  # the input specs are enough
     feeds = synthetic_feeds(model, free_dim)
     feeds.update({k: np.asarray(v, feeds[k].dtype) for k, v in pins.items() if k in feeds})
     shapes = {k: list(v.shape) for k, v in feeds.items()}

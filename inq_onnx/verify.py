@@ -3,7 +3,9 @@ how closely it follows the float model (top-1 agreement, output SQNR, accuracy w
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -11,11 +13,19 @@ import onnx
 from inq_onnx import codebook
 from inq_onnx.data import Samples, input_specs
 from inq_onnx.errors import VerificationError
-from inq_onnx.graph.tensors import constant_sites, iter_graphs, to_array
-from inq_onnx.quantize import quantized_tensors
+from inq_onnx.graph.io import tensor_values
+from inq_onnx.graph.tensors import constant_sites, iter_graphs
+from inq_onnx.quantize import blocks, quantized_tensors, tensor_codebook
 from inq_onnx.runtime import first_line, session
 from inq_onnx.smoke import smoke_run
 
+
+
+ModelLike = onnx.ModelProto | str | os.PathLike
+
+
+def as_source(model: ModelLike) -> onnx.ModelProto | str:
+    return model if isinstance(model, onnx.ModelProto) else str(model)
 
 
 @dataclass(frozen=True)
@@ -35,8 +45,9 @@ class VerifyReport:
     fidelity: Fidelity | None = None
 
 
-def off_codebook(model: onnx.ModelProto) -> list[tuple[str, int]]:
-    """(name, count) of every recorded tensor with values outside its codebook."""
+def off_codebook(model: onnx.ModelProto, base_dir: str | os.PathLike | None = None) -> list[tuple[str, int]]:
+    """(name, count) of every recorded tensor with values outside its codebook (``base_dir``:
+    where external data lives; read one tensor at a time)."""
     stamp = quantized_tensors(model)
     if stamp is None:
         return []
@@ -45,7 +56,7 @@ def off_codebook(model: onnx.ModelProto) -> list[tuple[str, int]]:
     for path, graph in iter_graphs(model.graph):
         for site, proto in constant_sites(graph, path):
             if site.name in tensors:
-                q = to_array(proto)
+                q = tensor_values(proto, base_dir)
                 axes = tuple(tensors[site.name]["channel_axes"])
                 n_off = int(q.size) if not np.any(q) else count_off(q, bits, axes)
                 if n_off:
@@ -55,10 +66,10 @@ def off_codebook(model: onnx.ModelProto) -> list[tuple[str, int]]:
 
 def count_off(q: np.ndarray, bits: int, axes: tuple[int, ...]) -> int:
     try:
-        book = codebook.make_codebook(q, bits, axes)
+        book = tensor_codebook(q, bits, axes)
     except ValueError:
         return int(q.size)
-    return int(np.sum(~codebook.in_codebook(q, book)))
+    return sum(int(np.sum(~codebook.in_codebook(part, part_book))) for _, part, part_book in blocks(q, book))
 
 
 def synthetic_feeds(model: onnx.ModelProto, free_dim: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -80,18 +91,16 @@ def synthetic_feeds(model: onnx.ModelProto, free_dim: int, seed: int = 0) -> dic
     return feeds
 
 
-def fidelity(reference: onnx.ModelProto, model: onnx.ModelProto, samples: Samples, *, limit: int = 512,
+def fidelity(reference: ModelLike, model: ModelLike, samples: Samples, *, limit: int = 512,
              batch_size: int = 64, pins: dict | None = None) -> Fidelity:
     """Agreement of the quantized model with the float one on real samples (``pins``: inputs
-    fed the same fixed value every time, such as a sample rate)."""
-    ref_sess, q_sess = session(reference), session(model)
+    fed the same fixed value every time, such as a sample rate). The models (in memory or
+    paths) run one after the other, so that only one is loaded in ONNX Runtime at a time."""
+    ref_sess = session(as_source(reference))
     index = first_float_output(ref_sess)
-    ref_outs, q_outs = [], []
-    for feeds in samples.batches(batch_size, limit):
-        feeds = {**feeds, **(pins or {})}
-        ref_outs.append(ref_sess.run(None, feeds)[index])
-        q_outs.append(q_sess.run(None, feeds)[index])
-    ref, q = np.concatenate(ref_outs).astype(np.float64), np.concatenate(q_outs).astype(np.float64)
+    ref = outputs(ref_sess, index, samples, batch_size, limit, pins)
+    del ref_sess
+    q = outputs(session(as_source(model)), index, samples, batch_size, limit, pins)
     noise = float(np.sum((ref - q) ** 2))
     sqnr = float("inf") if noise == 0 else 10 * np.log10(float(np.sum(ref**2)) / noise)
     agreement = acc_f = acc_q = None
@@ -103,6 +112,11 @@ def fidelity(reference: onnx.ModelProto, model: onnx.ModelProto, samples: Sample
     return Fidelity(len(ref), agreement, sqnr, acc_f, acc_q)
 
 
+def outputs(sess, index: int, samples: Samples, batch_size: int, limit: int, pins: dict | None) -> np.ndarray:
+    runs = [sess.run(None, {**feeds, **(pins or {})})[index] for feeds in samples.batches(batch_size, limit)]
+    return np.concatenate(runs).astype(np.float64)
+
+
 def first_float_output(sess) -> int:
     for i, out in enumerate(sess.get_outputs()):
         if out.type in ("tensor(float)", "tensor(float16)", "tensor(double)", "tensor(bfloat16)"):
@@ -110,19 +124,28 @@ def first_float_output(sess) -> int:
     raise VerificationError("the model has no float output to compare", "fidelity needs a float output")
 
 
-def verify(model: onnx.ModelProto, *, reference: onnx.ModelProto | None = None,
-           samples: Samples | None = None, pins: dict | None = None) -> VerifyReport:
-    """All checks; raises VerificationError on the first failure."""
+def verify(model: ModelLike, *, reference: ModelLike | None = None, samples: Samples | None = None,
+           pins: dict | None = None) -> VerifyReport:
+    """All checks; raises VerificationError on the first failure.
+
+    ``model`` and ``reference`` are in-memory models or paths. A path is checked from the file:
+    its tensors are read one at a time and ONNX Runtime loads the file itself, so verifying a
+    model just written holds no further copy of it.
+    """
+    path = None if isinstance(model, onnx.ModelProto) else Path(model)
     try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as e:
+        onnx.checker.check_model(str(path) if path else model)
+    except (onnx.checker.ValidationError, ValueError) as e:  # ValueError: over 2 GB in memory
         raise VerificationError(f"the output fails onnx.checker: {first_line(e)}", "report it with the model attached") from e
-    offenders = off_codebook(model)
+    if path is not None:
+        model = onnx.load(str(path), load_external_data=False)
+    offenders = off_codebook(model, path.parent if path else None)
     if offenders:
         name, count = offenders[0]
         raise VerificationError(f"{count} values of '{name}' are not in its codebook ({len(offenders)} tensors affected)",
                                 "quantize the model again; a frozen weight may have been changed by another tool")
     stamp = quantized_tensors(model)
+    model = path or model
     shapes = smoke_run(model, reference, pins)
     fid = fidelity(reference, model, samples, pins=pins) if samples is not None and reference is not None else None
     return VerifyReport(len(stamp[1]) if stamp else 0, shapes, fid)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +52,11 @@ def conv_gemm_model(seed: int = 0, dtype=np.float32) -> onnx.ModelProto:
              helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["y"], name="fc", transB=1)]
     return make_model(nodes, [helper.make_tensor_value_info("x", f, ["N", 2, 5, 5])],
                       [helper.make_tensor_value_info("y", f, ["N", 4])], inits)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The zoo fidelity table, when tests/test_zoo.py ran (``make test-slow``)."""
+    zoo = sys.modules.get("tests.zoo")
+    if zoo is not None and zoo.RESULTS:
+        terminalreporter.write_sep("=", "zoo fidelity: quantized vs float model on real inputs")
+        terminalreporter.write_line(zoo.format_rows(zoo.RESULTS))

@@ -6,17 +6,21 @@ and moved into place only once complete, so an interrupted run never leaves a pa
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 from onnx import external_data_helper
 
 from inq_onnx.errors import ModelLoadError, ModelSaveError, UnsupportedModelError
+from inq_onnx.graph.tensor_check import check_tensors
+from inq_onnx.graph.tensors import TensorSite, tensor_proto, to_array, write_tensor
 
 MAX_IR_VERSION = 10  # what ONNX Runtime 1.19.2 loads
 MAX_OPSET = 21
@@ -37,6 +41,7 @@ def load_model(source: onnx.ModelProto | str | os.PathLike) -> tuple[onnx.ModelP
     if isinstance(source, onnx.ModelProto):
         check_loadable(source, "the model")
         check_structure(source, "the model")
+        check_tensors(source, "the model")
         return source, Source(None, source.ByteSize(), False)
     path = Path(source)
     check_readable_file(path)
@@ -50,7 +55,8 @@ def load_model(source: onnx.ModelProto | str | os.PathLike) -> tuple[onnx.ModelP
     has_external = any(external(t) for t in external_data_helper._get_all_tensors(model))
     if has_external:
         load_external(model, path)
-    check_structure(path if has_external else model, str(path))
+    check_structure(path, str(path))  # from the file: no serialised copy of a large model
+    check_tensors(model, str(path))
     return model, Source(path, total_size(path, model, has_external), has_external)
 
 
@@ -127,6 +133,10 @@ def check_writable_target(path: Path, source: Source | None = None) -> None:
     if path.is_dir():
         raise ModelSaveError(f"the output {path} is a directory", "give a file name, e.g. -o model.inq.onnx")
     parent = path.parent if str(path.parent) else Path(".")
+    blocker = next((p for p in (parent, *parent.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ModelSaveError(f"the output folder {parent} cannot be made: {blocker} is a file, not a folder",
+                             "choose another -o")
     if not parent.is_dir():
         raise ModelSaveError(f"the output folder {parent} does not exist", "create it first or choose another -o")
     if not os.access(parent, os.W_OK):
@@ -134,25 +144,113 @@ def check_writable_target(path: Path, source: Source | None = None) -> None:
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool = False,
-               source: Source | None = None) -> Path:
-    """Write ``model`` atomically; use external data when asked or when it exceeds 2 GB."""
-    path = Path(path)
-    check_writable_target(path, source)
+               source: Source | None = None, keep_data: bool = True) -> Path:
+    """Write ``model`` atomically; use external data when asked or when it exceeds 2 GB.
+
+    With external data, onnx moves the tensors out of ``model`` while writing; ``keep_data``
+    loads them back (a second copy in memory: protobuf frees nothing until the whole model goes).
+    A caller about to drop the model passes False: ``model`` is then left as
+    ``onnx.load(path, load_external_data=False)`` would give it.
+    """
     external_data = external_data or tensor_bytes(model) > PROTOBUF_LIMIT
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        data_name = f"{path.name}.data"
-        if external_data:
-            onnx.save_model(model, str(tmp / path.name), save_as_external_data=True,
-                            all_tensors_to_one_file=True, location=data_name, size_threshold=0)
-            external_data_helper.load_external_data_for_model(model, str(tmp))  # undo the in-place move
-            if (tmp / data_name).exists():
-                os.replace(tmp / data_name, path.parent / data_name)
-        else:
-            onnx.save_model(model, str(tmp / path.name))
-        os.replace(tmp / path.name, path)
-    except OSError as e:
-        raise ModelSaveError(f"could not write {path} ({e.strerror or e})", "check the free space and permissions") from e
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
+    with ModelWriter(path, external_data=external_data, source=source) as writer:
+        writer.save(model)
+    if external_data and keep_data:
+        external_data_helper.load_external_data_for_model(model, str(writer.path.parent))
+    return writer.path
+
+
+class ModelWriter:
+    """Writes one model atomically to ``path``: everything goes into a temporary folder beside
+    it and is moved into place only once complete.
+
+    With external data, :meth:`write_tensor` streams each new tensor straight into the data file
+    and leaves only a reference in the model. Protobuf (upb) keeps every bytes value a message
+    has held until the whole message is freed, so replacing the weights of a loaded model in
+    place would hold its old and new weights at once; streamed, quantizing a model loaded from
+    disk takes about one copy of it::
+
+        with ModelWriter(out, external_data=True, source=source) as writer:
+            writer.write_tensor(model, site, values)    # any number of times
+            writer.save(model)                          # the rest of the model, then moved into place
+    """
+
+    def __init__(self, path: str | os.PathLike, *, external_data: bool, source: Source | None = None):
+        self.path = Path(path)
+        check_writable_target(self.path, source)
+        self.external_data = external_data
+        self.data_name = f"{self.path.name}.data"
+        self.stage: Path | None = None
+
+    def __enter__(self) -> "ModelWriter":
+        remove_stale_stages(self.path)
+        try:
+            self.stage = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=STAGE_SUFFIX, dir=self.path.parent))
+        except OSError as e:
+            raise ModelSaveError(f"could not write {self.path} ({e.strerror or e})", "check the permissions") from e
+        return self
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.stage, ignore_errors=True)
+
+    def write_tensor(self, model: onnx.ModelProto, site: TensorSite, array: np.ndarray) -> None:
+        """Set the values of ``site`` (an initializer goes to the data file when external)."""
+        proto = tensor_proto(model, site)
+        if not self.external_data or site.kind != "initializer" or proto.data_type == onnx.TensorProto.BFLOAT16:
+            write_tensor(model, site, array)
+            return
+        if tuple(array.shape) != tuple(proto.dims):
+            raise ValueError(f"shape {array.shape} does not match {site.describe()} {tuple(proto.dims)}")
+        data = np.ascontiguousarray(array, dtype=onnx.helper.tensor_dtype_to_np_dtype(proto.data_type).newbyteorder("<"))
+        try:
+            with open(self.stage / self.data_name, "ab") as f:
+                offset = f.tell()
+                f.write(memoryview(data.reshape(-1)).cast("B"))
+        except OSError as e:
+            raise ModelSaveError(f"could not write {self.path} ({e.strerror or e})", "check the free space") from e
+        ref = onnx.TensorProto(name=proto.name, data_type=proto.data_type, dims=proto.dims, raw_data=b"")
+        external_data_helper.set_external_data(ref, self.data_name, offset, data.nbytes)  # it wants raw_data set
+        ref.ClearField("raw_data")
+        proto.CopyFrom(ref)
+
+    def save(self, model: onnx.ModelProto) -> Path:
+        """Write ``model`` (tensors not yet streamed included) and move it into place."""
+        staged, data = self.stage / self.path.name, self.stage / self.data_name
+        try:
+            if self.external_data:
+                onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
+                                location=self.data_name, size_threshold=0)
+                if data.exists():
+                    self.path.unlink(missing_ok=True)  # never an old model beside the new data
+                    os.replace(data, self.path.parent / self.data_name)
+            else:
+                onnx.save_model(model, str(staged))
+            os.replace(staged, self.path)
+        except OSError as e:
+            raise ModelSaveError(f"could not write {self.path} ({e.strerror or e})", "check the free space and permissions") from e
+        return self.path
+
+
+STAGE_SUFFIX = ".tmp"
+
+
+def remove_stale_stages(path: Path) -> None:
+    """Temporary folders a killed write of ``path`` left behind (one write per target at a time)."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*{STAGE_SUFFIX}"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def tensor_values(proto: onnx.TensorProto, base_dir: str | os.PathLike | None = None) -> np.ndarray:
+    """The values of ``proto``; external data is read from ``base_dir`` into a detached copy, so
+    ``proto`` stays without its data and memory holds one tensor at a time."""
+    if not external_data_helper.uses_external_data(proto):
+        return to_array(proto)
+    if base_dir is None:
+        raise ValueError(f"tensor '{proto.name}' uses external data: give the folder of its model")
+    detached = onnx.TensorProto()
+    detached.CopyFrom(proto)
+    external_data_helper.load_external_data_for_tensor(detached, str(base_dir))
+    detached.data_location = onnx.TensorProto.DEFAULT
+    del detached.external_data[:]
+    return to_array(detached)

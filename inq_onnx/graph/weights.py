@@ -2,7 +2,9 @@
 
 A constant is a weight when every path from it ends in a weight input of the table (through
 layout-only ops such as Slice/Concat/Transpose, as silero-vad's LSTM weights do). Anything else
-it feeds makes it "shared with a non-weight use" and it is left alone, with that reason.
+it feeds makes it "shared with a non-weight use" and it is left alone, with that reason. A weight
+whose values are plainly hand-made (an arange, a DFT basis: see ``inq_onnx.fixed_tensors``) is
+skipped too; ``--include`` quantizes it anyway.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Sequence
 import numpy as np
 import onnx
 
+from inq_onnx.fixed_tensors import fixed_tensor_reason
 from inq_onnx.graph import table
-from inq_onnx.graph.tensors import TensorSite, is_float
+from inq_onnx.graph.tensors import TensorSite, is_float, to_array
 FLOAT_DTYPES = ("float32", "float16", "float64", "bfloat16")
 
 from inq_onnx.graph.uses import GRAPH_OUTPUT, Use, UseIndex, build_use_index, output_key
@@ -98,7 +101,9 @@ def classify(site: TensorSite, proto: onnx.TensorProto, index: UseIndex) -> Cand
         return Candidate(**base, skip_reason=reason)
     if not is_float(proto):
         return Candidate(**base, skip_reason=f"not a float tensor ({dtype}): already integer")
-    return Candidate(**base, **channel_choice(terms, len(shape)))
+    choice = channel_choice(terms, len(shape))
+    fixed = fixed_tensor_reason(to_array(proto), choice.get("channel_axes"))
+    return Candidate(**base, **choice, skip_reason=fixed)
 
 
 def channel_choice(terms: Sequence[Terminal], rank: int) -> dict:

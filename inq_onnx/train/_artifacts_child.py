@@ -12,6 +12,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from inq_onnx.train.pause import pause_point
+
 
 def _generate(config: dict) -> dict:
     import onnx
@@ -40,6 +42,7 @@ def main(argv: list[str]) -> int:
     config = json.loads(Path(argv[0]).read_text())
     try:
         result = _generate(config)
+        pause_point("artifacts")
     except Exception as error:  # noqa: BLE001 - reported to the parent, which raises TrainingError
         traceback.print_exc()
         result = {"ok": False, "error": f"{type(error).__name__}: {error}"}

@@ -1,9 +1,11 @@
 """Checkpoints of a retraining run, written so that a kill at any instant loses nothing.
 
 A run folder holds numbered checkpoint folders and a ``CURRENT`` file naming the newest
-complete one. A checkpoint is written into a temporary folder, renamed into place, and only
-then named in ``CURRENT`` (by an atomic replace): a kill leaves the previous one intact.
-Each holds the model (current weights), the mask sidecar, the optimizer state and progress.
+complete one. A checkpoint is written into a temporary folder (``.ckpt-*``), synced, renamed
+into place, and only then named in ``CURRENT`` (by an atomic replace): a kill at any instant
+leaves ``CURRENT`` naming a complete checkpoint. What a kill leaves behind (a temporary folder,
+a checkpoint not yet named) is removed by the next save. Each checkpoint holds the model
+(current weights), the mask sidecar, the optimizer state and the progress.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ import onnx
 from safetensors.numpy import load_file, save_file
 
 from inq_onnx.errors import SidecarError
+from inq_onnx.graph.io import save_model
 from inq_onnx.sidecar import Sidecar, read_sidecar, write_sidecar
+from inq_onnx.train.pause import pause_point
 
 CURRENT = "CURRENT"
 FORMAT = 1
+TEMP_PREFIX = ".ckpt-"
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,8 @@ class Progress:
     epoch: int = 0
     batch: int = 0
     options: dict | None = None  # the run's options, to refuse a resume with other ones
+    loss_sum: float = 0.0  # training losses of the step so far, so that a resumed step logs its mean
+    loss_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -55,10 +62,11 @@ def fsync_dir(path: Path) -> None:
 
 def save_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
-    number = latest_number(run_dir) + 1
-    tmp = Path(tempfile.mkdtemp(prefix=".ckpt-", dir=run_dir))
-    onnx.save_model(checkpoint.model, str(tmp / "model.onnx"),
-                    save_as_external_data=checkpoint.model.ByteSize() > 2**30, location="model.onnx.data")
+    number = latest_number(run_dir) + 1  # above any leftover: a number is never reused
+    remove_leftovers(run_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=run_dir))
+    save_model(checkpoint.model, tmp / "model.onnx", external_data=checkpoint.model.ByteSize() > 2**30)
+    pause_point("checkpoint-write")
     write_sidecar(tmp / "model.inq.safetensors", checkpoint.sidecar)
     if checkpoint.optimizer is not None:
         arrays = {k: v for k, v in checkpoint.optimizer.items() if isinstance(v, np.ndarray)}
@@ -66,12 +74,15 @@ def save_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> Path:
         save_file(arrays, str(tmp / "optimizer.safetensors"), metadata=floats)
     (tmp / "progress.json").write_text(json.dumps({"format": FORMAT, **asdict(checkpoint.progress)}))
     for f in tmp.iterdir():
-        with open(f, "rb") as handle:
-            os.fsync(handle.fileno())
+        fsync_file(f)
+    fsync_dir(tmp)
     final = run_dir / f"ckpt-{number:06d}"
     os.replace(tmp, final)
+    fsync_dir(run_dir)  # the folder is in place before CURRENT names it
+    pause_point("checkpoint-commit")
     pointer = run_dir / f".{CURRENT}.tmp"
     pointer.write_text(final.name)
+    fsync_file(pointer)
     os.replace(pointer, run_dir / CURRENT)
     fsync_dir(run_dir)
     for old in run_dir.glob("ckpt-*"):
@@ -80,9 +91,26 @@ def save_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> Path:
     return final
 
 
+def fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def remove_leftovers(run_dir: Path) -> None:
+    """Temporary folders of a save that was killed, and checkpoints ``CURRENT`` does not name."""
+    pointer = run_dir / CURRENT
+    current = pointer.read_text().strip() if pointer.is_file() else None
+    for path in run_dir.iterdir():
+        if path.is_dir() and (path.name.startswith(TEMP_PREFIX) or (is_checkpoint(path) and path.name != current)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def is_checkpoint(path: Path) -> bool:
+    return path.name.startswith("ckpt-") and path.name[5:].isdigit()
+
+
 def latest_number(run_dir: Path) -> int:
-    numbers = [int(p.name.split("-")[1]) for p in run_dir.glob("ckpt-*") if p.name.split("-")[1].isdigit()]
-    return max(numbers, default=0)
+    return max((int(p.name[5:]) for p in run_dir.iterdir() if is_checkpoint(p)), default=0)
 
 
 def load_checkpoint(run_dir: Path) -> Checkpoint | None:

@@ -87,3 +87,15 @@ def test_resume_with_other_options_is_refused(digits, tmp_path):
     from inq_onnx.errors import SidecarError
     with pytest.raises(SidecarError, match="other options"):
         retrain(model, train, inq=INQ, options=TrainOptions(epochs_per_step=0, lr=0.5), run_dir=tmp_path)
+
+
+def test_a_log_line_torn_by_a_kill_spoils_only_itself(tmp_path):
+    import json
+
+    from inq_onnx.train.loop import LOG, append_line
+
+    append_line(tmp_path / LOG, json.dumps({"step": 0, "train_loss": 0.5}))
+    with open(tmp_path / LOG, "a") as f:
+        f.write('{"step": 1, "train_lo')  # killed while writing step 1's record
+    append_line(tmp_path / LOG, json.dumps({"step": 1, "train_loss": 0.25}))  # the rerun's
+    assert read_log(tmp_path) == [{"step": 0, "train_loss": 0.5}, {"step": 1, "train_loss": 0.25}]

@@ -1,0 +1,160 @@
+"""Compact export, measured: file size, bits per weight, session creation and latency in ONNX Runtime.
+
+For every model of ../shared/models and b = 2..5 bits: quantize (one shot, per tensor), export
+compact, save both, and print per row
+
+  compact/float   file size ratio (the physical limit for the weights alone is b/32)
+  bits/w          8 · (compact file - float file without its quantized weights) / quantized weights:
+                  b plus every byte of overhead (functions, shapes, scales, nodes, names)
+  int8/float      ONNX Runtime's own weight-only quantize_dynamic(QInt8) file, for comparison
+                  (once per model; its 4-bit MatMulNBits quantizer needs a native op this
+                  onnxruntime-training build lacks, so it is not measured)
+  session c/f     InferenceSession creation, compact vs quantized float (medians of --runs)
+  latency c/f     one inference on the model's usual input shape, medians of --runs after a warm-up
+
+    .venv/bin/python bench/export_size.py              # a few minutes on 2 cores
+    .venv/bin/python bench/export_size.py --runs 3 --bits 4 --models lenet5_mnist.onnx
+
+Targets (issue 5): bits/w <= b + 0.05, session <= 2x, latency <= 1.02x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SHARED_MODELS = REPO.parent / "shared" / "models"
+
+import onnxruntime as ort  # noqa: E402
+
+import inq_onnx  # noqa: E402
+from inq_onnx.export import to_compact  # noqa: E402
+from inq_onnx.graph.tensors import constant_sites, iter_graphs  # noqa: E402
+
+INPUTS = {  # the shapes the models are used with (../shared/models/MANIFEST.md)
+    "ch_PP-OCRv4_det_infer.onnx": {"x": (1, 3, 640, 640)},
+    "ch_ppocr_mobile_v2.0_cls_infer.onnx": {"x": (1, 3, 48, 192)},
+    "silero_vad.onnx": {"input": (1, 576), "state": (2, 1, 128), "sr": 16000},
+    "silero_vad_half.onnx": {"input": (1, 576), "state": (2, 1, 128)},
+    "320n.onnx": {"images": (1, 3, 320, 320)},
+    "common_old.onnx": {"input1": (1, 1, 64, 256)},
+    "lenet5_mnist.onnx": {"input": (1, 1, 28, 28)},
+    "resnet8_mnist.onnx": {"input": (1, 1, 28, 28)},
+    "mlp_digits.onnx": {"input": (1, 64)},
+}
+
+
+def session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def median_time(action, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def feeds(name: str, sess: ort.InferenceSession) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    out = {}
+    for inp in sess.get_inputs():
+        spec = INPUTS.get(name, {}).get(inp.name, tuple(d if isinstance(d, int) and d > 0 else 1 for d in inp.shape))
+        if isinstance(spec, int):
+            out[inp.name] = np.array(spec, dtype=np.int64)
+        else:
+            out[inp.name] = rng.random(spec, dtype=np.float32)
+    return out
+
+
+def quantized_weight_bytes(model: onnx.ModelProto, names: set[str]) -> tuple[int, int]:
+    """(how many quantized weights, how many bytes they take as floats) over every listed site."""
+    count = nbytes = 0
+    for path, graph in iter_graphs(model.graph):
+        for site, proto in constant_sites(graph, path):
+            if site.name in names:
+                n = int(np.prod(proto.dims, dtype=np.int64))
+                count += n
+                nbytes += n * onnx.helper.tensor_dtype_to_np_dtype(proto.data_type).itemsize \
+                    if proto.data_type != onnx.TensorProto.BFLOAT16 else 2 * n
+    return count, nbytes
+
+
+def int8_ratio(path: Path, folder: Path) -> str:
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        target = folder / f"{path.stem}.int8.onnx"
+        quantize_dynamic(str(path), str(target), weight_type=QuantType.QInt8)
+        return f"{target.stat().st_size / path.stat().st_size:.3f}"
+    except Exception as e:  # a bench row, not a failure: say why
+        return f"n/a ({type(e).__name__})"
+
+
+def row(name: str, bits: int, runs: int, folder: Path, int8: str) -> list[str]:
+    result = inq_onnx.quantize(SHARED_MODELS / name, bits=bits)
+    q = result.model
+    compact, report = to_compact(q)
+    float_path, compact_path = folder / f"{bits}.float.onnx", folder / f"{bits}.compact.onnx"
+    onnx.save(q, float_path)
+    onnx.save(compact, compact_path)
+    f_size, c_size = float_path.stat().st_size, compact_path.stat().st_size
+    count, float_bytes = quantized_weight_bytes(q, {t.name for t in report.tensors})
+    bits_per_weight = 8 * (c_size - (f_size - float_bytes)) / count if count else float("nan")
+    cells = [name, str(bits), f"{count:,}", f"{f_size / 1e6:.2f}", f"{c_size / 1e6:.3f}", f"{c_size / f_size:.3f}",
+             f"{bits / 32:.3f}", f"{bits_per_weight:.3f}", int8]
+    f_sess, c_sess = (median_time(lambda p=p: session(p), runs) for p in (float_path, compact_path))
+    sf, sc = session(float_path), session(compact_path)
+    inputs = feeds(name, sf)
+    sf.run(None, inputs), sc.run(None, inputs)  # warm-up
+    f_run, c_run = (median_time(lambda s=s: s.run(None, inputs), runs) for s in (sf, sc))
+    cells += [f"{f_sess * 1e3:.0f}/{c_sess * 1e3:.0f}", f"{c_sess / f_sess:.2f}",
+              f"{f_run * 1e3:.2f}/{c_run * 1e3:.2f}", f"{c_run / f_run:.3f}"]
+    return cells
+
+
+HEADER = ["model", "b", "quantized w", "float MB", "compact MB", "compact/float", "b/32", "bits/w", "int8/float",
+          "session f/c ms", "session c/f", "latency f/c ms", "latency c/f"]
+
+
+def print_table(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in [HEADER] + rows) for i in range(len(HEADER))]
+    for r in [HEADER, ["-" * w for w in widths]] + rows:
+        print("| " + " | ".join(cell.ljust(w) for cell, w in zip(r, widths)) + " |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4, 5])
+    parser.add_argument("--models", nargs="+", default=None)
+    args = parser.parse_args()
+    if not SHARED_MODELS.is_dir():
+        sys.exit(f"{SHARED_MODELS} is absent: this benchmark needs the project's ../shared folder")
+    ort.set_default_logger_severity(3)
+    names = args.models or sorted(p.name for p in SHARED_MODELS.glob("*.onnx"))
+    rows = []
+    for name in names:
+        with tempfile.TemporaryDirectory() as tmp:
+            int8 = int8_ratio(SHARED_MODELS / name, Path(tmp))
+            for bits in args.bits:
+                rows.append(row(name, bits, args.runs, Path(tmp), int8))
+                print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()

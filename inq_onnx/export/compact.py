@@ -1,0 +1,119 @@
+"""Compact export: every quantized weight becomes its b-bit codes, decoded by stock ONNX Runtime.
+
+Each weight the quantization metadata lists (initializer or Constant node, main graph or subgraph)
+is checked against its codebook (``sites``, ``encoding``) and replaced as ``layout`` describes: the
+graph's b-bit codes in one packed stream, read by the model-local function ``inq_onnx.Unpack{b}``
+(``decode_op``), then per weight a lookup, a reshape and 2^n2, under the weight's own name.
+Nothing else changes: names, opsets and metadata are kept; an IR version below 8 (which predates
+model-local functions) becomes 8 and ``float_export.decode`` restores it.
+
+Invariants checked on the way out: every encoded weight decodes (in the graph's float32 steps) to
+exactly its quantized value, and the model passes ``onnx.checker``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import onnx
+from onnx import helper
+
+from inq_onnx.errors import ExportError
+from inq_onnx.export import decode_op, layout
+from inq_onnx.export.sites import (COMPACT_KEY, Outcome, all_names, dtype_name, encode_listed, is_compact,
+                                   listed_sites, refuse_or_keep)
+from inq_onnx.graph.io import PROTOBUF_LIMIT
+from inq_onnx.graph.passes import copy_model
+from inq_onnx.graph.tensors import get_graph, tensor_proto
+
+FORMAT_VERSION = 1
+FUNCTIONS_IR_VERSION = 8
+
+
+@dataclass(frozen=True)
+class CompactTensor:
+    name: str
+    where: str
+    bits: int
+    shape: tuple[int, ...]
+    dtype: str
+    per_channel: bool
+    packed_bytes: float
+    """Its share of the graph's packed stream: n·b / 8."""
+
+
+@dataclass(frozen=True)
+class CompactReport:
+    tensors: tuple[CompactTensor, ...]
+    kept_float: tuple[str, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def packed_bytes(self) -> float:
+        return sum(t.packed_bytes for t in self.tensors)
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def to_compact(model: onnx.ModelProto, *, allow_float: bool = False) -> tuple[onnx.ModelProto, CompactReport]:
+    """The compact form of a quantized model (a new model; ``model`` is left untouched).
+
+    Raises ExportError if a listed weight is off its codebook (or cannot be decoded exactly),
+    unless ``allow_float``: then that weight stays float and the report says which and why.
+    """
+    if is_compact(model):
+        raise ExportError("the model is already in the compact format", "export the quantized float model instead")
+    opset = default_opset(model)
+    if opset < decode_op.MIN_OPSET:
+        raise ExportError(f"the model uses opset {opset}; the decode function needs {decode_op.MIN_OPSET} or later",
+                          "convert it with onnx.version_converter.convert_version(model, 11) before quantizing")
+    out = copy_model(model)
+    outcomes = [encode_listed(out, item, tensor_proto(out, item.site), exact=True) for item in listed_sites(out)]
+    kept = refuse_or_keep(outcomes, allow_float, "compact codes")
+    done = [o for o in outcomes if o.encoded is not None]
+    fresh = layout.FreshNames(all_names(out))
+    by_graph: dict[tuple, list[Outcome]] = defaultdict(list)
+    for outcome in done:
+        by_graph[outcome.listed.site.graph_path].append(outcome)
+    for path in sorted(by_graph, key=len, reverse=True):  # children first: parents' node indices stay valid
+        layout.rewrite_graph(get_graph(out, path), by_graph[path], fresh, opset, in_subgraph=bool(path))
+    notes = finish(out, model, {o.listed.bits for o in done}, opset, fresh.prefix)
+    check(out)
+    tensors = tuple(CompactTensor(o.listed.site.name, o.listed.site.describe(), o.listed.bits, o.encoded.shape,
+                                  dtype_name(o.data_type), not o.encoded.uniform,
+                                  o.encoded.codes.size * o.listed.bits / 8) for o in done)
+    return out, CompactReport(tensors, tuple(kept), tuple(notes))
+
+
+def finish(out: onnx.ModelProto, original: onnx.ModelProto, widths: set[int], opset: int, prefix: str) -> list[str]:
+    """Add the decode functions, the domain, the IR version they need and the compact stamp."""
+    notes = []
+    for bits in sorted(widths):
+        out.functions.append(decode_op.unpack_function(bits, opset))
+    if widths:
+        out.opset_import.append(helper.make_opsetid(decode_op.DOMAIN, decode_op.DOMAIN_VERSION))
+    if widths and out.ir_version < FUNCTIONS_IR_VERSION:
+        notes.append(f"IR version {out.ir_version} raised to {FUNCTIONS_IR_VERSION} (model-local functions need it); "
+                     "decode restores it")
+        out.ir_version = FUNCTIONS_IR_VERSION
+    stamp = {"format": FORMAT_VERSION, "ir_version": original.ir_version, "prefix": prefix}
+    out.metadata_props.add(key=COMPACT_KEY, value=json.dumps(stamp, sort_keys=True))
+    return notes
+
+
+def check(model: onnx.ModelProto) -> None:
+    """The written model must pass onnx.checker; a failure here is our bug, reported as such.
+    (Above 2 GB the checker needs a file; ``graph.io.save_model`` writes external data then.)"""
+    if model.ByteSize() >= PROTOBUF_LIMIT:
+        return
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as e:
+        first = str(e).strip().splitlines()[0][:160]
+        raise ExportError(f"the compact model fails onnx.checker: {first}",
+                          "report this with the model attached; --format float still works") from e
+

@@ -1,0 +1,86 @@
+"""Every constant tensor of a model holds exactly what its type and dims say.
+
+onnx.checker does not compare a tensor's data with its dims, and numpy then fails deep inside
+(``cannot reshape array of size 320 into shape (32,)``) or ONNX Runtime crashes. A damaged or
+hand-edited file is refused here, at load, naming the tensor. Pure bookkeeping: no data is
+decoded, so it costs nothing on a multi-GB model.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import onnx
+from onnx import AttributeProto, TensorProto
+
+from inq_onnx.errors import ModelLoadError
+
+_KNOWN_TYPES = frozenset(TensorProto.DataType.values()) - {TensorProto.UNDEFINED}
+_FOUR_BIT = frozenset(getattr(TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(TensorProto, n))
+_COMPLEX = frozenset({TensorProto.COMPLEX64, TensorProto.COMPLEX128})
+_ITEMSIZE = {TensorProto.FLOAT: 4, TensorProto.UINT8: 1, TensorProto.INT8: 1, TensorProto.UINT16: 2,
+             TensorProto.INT16: 2, TensorProto.INT32: 4, TensorProto.INT64: 8, TensorProto.BOOL: 1,
+             TensorProto.FLOAT16: 2, TensorProto.DOUBLE: 8, TensorProto.UINT32: 4, TensorProto.UINT64: 8,
+             TensorProto.COMPLEX64: 8, TensorProto.COMPLEX128: 16, TensorProto.BFLOAT16: 2}
+
+
+def check_tensors(model: onnx.ModelProto, label: str) -> None:
+    """Raise ModelLoadError for the first constant whose type is unknown or whose data does not
+    fill its dims exactly. Tensors still stored externally are skipped (not loaded yet)."""
+    for tensor in iter_tensors(model):
+        problem = tensor_problem(tensor)
+        if problem:
+            raise ModelLoadError(f"{label}: tensor '{tensor.name}' {problem}",
+                                 "re-export the model (the file is damaged or was edited by hand)")
+
+
+def iter_tensors(model: onnx.ModelProto) -> Iterator[TensorProto]:
+    """Initializers and tensor attributes (Constant values...) of every graph, subgraph and function."""
+    todo: list = [model.graph] + list(model.functions)
+    while todo:
+        graph = todo.pop()
+        yield from getattr(graph, "initializer", ())
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == AttributeProto.TENSOR:
+                    yield attr.t
+                elif attr.type == AttributeProto.TENSORS:
+                    yield from attr.tensors
+                elif attr.type == AttributeProto.GRAPH:
+                    todo.append(attr.g)
+                elif attr.type == AttributeProto.GRAPHS:
+                    todo.extend(attr.graphs)
+
+
+def tensor_problem(tensor: TensorProto) -> str | None:
+    """What is wrong with ``tensor``'s type, dims or amount of data, or None."""
+    if tensor.data_type not in _KNOWN_TYPES:
+        return f"has an unknown data type ({tensor.data_type})"
+    if any(d < 0 for d in tensor.dims):
+        return f"has a negative dim {list(tensor.dims)}"
+    if tensor.data_location == TensorProto.EXTERNAL:
+        return None
+    count = math.prod(tensor.dims)
+    if tensor.HasField("raw_data"):
+        if tensor.data_type == TensorProto.STRING:
+            return "holds strings as raw bytes, which ONNX does not allow"
+        have, want, unit = len(tensor.raw_data), expected_bytes(tensor.data_type, count), "bytes"
+    else:
+        field = onnx.helper.tensor_dtype_to_field(tensor.data_type)
+        have, want, unit = len(getattr(tensor, field)), expected_entries(tensor.data_type, count), f"{field} entries"
+    if have != want:
+        return f"holds {have} {unit} but its type and dims {list(tensor.dims)} need {want}"
+    return None
+
+
+def expected_bytes(data_type: int, count: int) -> int:
+    if data_type in _FOUR_BIT:
+        return (count + 1) // 2
+    return count * _ITEMSIZE.get(data_type, 1)  # the float8 types: one byte
+
+
+def expected_entries(data_type: int, count: int) -> int:
+    if data_type in _FOUR_BIT:
+        return (count + 1) // 2
+    return 2 * count if data_type in _COMPLEX else count

@@ -1,0 +1,81 @@
+"""Bit-packing: exact sizes, MSB-first layout, round trips, and the field layout's invariants."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from inq_onnx.export import packing
+
+
+@st.composite
+def codes_and_bits(draw):
+    bits = draw(st.integers(2, 8))
+    low, high = packing.code_range(bits)
+    codes = draw(st.lists(st.integers(low, high), min_size=0, max_size=70))
+    return np.array(codes, dtype=np.int8), bits
+
+
+@settings(max_examples=150, deadline=None)
+@given(codes_and_bits())
+def test_pack_unpack_round_trip_with_no_padding_beyond_the_last_byte(case):
+    codes, bits = case
+    packed = packing.pack_codes(codes, bits)
+    assert packed.dtype == np.uint8 and packed.size == (codes.size * bits + 7) // 8
+    np.testing.assert_array_equal(packing.unpack_codes(packed, bits, codes.size), codes)
+    spare = packed.size * 8 - codes.size * bits
+    if spare:
+        assert packed[-1] & ((1 << spare) - 1) == 0  # the padding bits are zeros
+
+
+def test_layout_is_msb_first_twos_complement():
+    # 3 bits: 1 -> 001, -1 -> 111, 3 -> 011, -4 -> 100 ; stream 001 111 011 100 (+ 4 zero bits)
+    packed = packing.pack_codes(np.array([1, -1, 3, -4]), 3)
+    assert packed.tolist() == [0b00111101, 0b11000000]
+    assert packing.pack_codes(np.array([-1, 1, 0, -2]), 2).tolist() == [0b11010010]
+
+
+def test_codes_that_do_not_fit_are_refused():
+    with pytest.raises(ValueError, match=r"\[-4, 3\]"):
+        packing.pack_codes(np.array([4]), 3)
+    with pytest.raises(ValueError, match="take 1 bytes"):
+        packing.unpack_codes(np.zeros(2, np.uint8), 4, 2)
+
+
+def test_a_million_codes_round_trip():
+    codes = np.random.default_rng(0).integers(-16, 16, size=1_000_001).astype(np.int8)
+    packed = packing.pack_codes(codes, 5)
+    assert packed.size == 625_001
+    assert np.array_equal(packing.unpack_codes(packed, 5, codes.size), codes)
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+def test_every_field_fits_a_two_byte_window(bits):
+    layout = packing.fields_of(bits)
+    assert layout.group_codes * bits == layout.group_bytes * 8
+    for t in range(layout.fields):
+        start = t * layout.width
+        assert start % 8 + layout.width <= 16
+    if bits in (2, 4, 8):
+        assert layout.byte_aligned and layout.group_bytes == 1
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+@pytest.mark.parametrize("count", [1, 7, 8, 9, 100])
+def test_segments_and_field_indices(bits, count):
+    rng = np.random.default_rng(count)
+    low, high = packing.code_range(bits)
+    codes = rng.integers(low, high + 1, size=count)
+    segment = packing.pack_segment(codes, bits)
+    layout = packing.fields_of(bits)
+    if layout.byte_aligned:
+        assert segment.size == (count * bits + 7) // 8  # padding only in the last byte
+    else:
+        assert segment.size == -(-count // layout.group_codes) * layout.group_bytes  # whole groups
+    indices = packing.field_indices(segment, bits)
+    assert indices.size == packing.segment_indices(segment.size, bits)
+    # each index holds m codes, MSB first: splitting it again gives the codes back
+    unsigned = (indices[:, None] >> (bits * np.arange(layout.m - 1, -1, -1))) & ((1 << bits) - 1)
+    back = np.where(unsigned >= 1 << (bits - 1), unsigned - (1 << bits), unsigned).reshape(-1)
+    np.testing.assert_array_equal(back[:count], codes)
+    assert not back[count:].any()
