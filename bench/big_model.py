@@ -44,8 +44,8 @@ def roomiest_folder() -> Path:
     return max(usable, key=lambda p: shutil.disk_usage(p).free)
 
 
-def make_model(path: Path, gb: float, seed: int = 0) -> int:
-    """x[1, WIDTH] -> (MatMul W_i, Add b_i, Relu) * n -> y; returns the bytes on disk."""
+def make_model(path: Path, gb: float, seed: int = 0) -> None:
+    """x[1, WIDTH] -> (MatMul W_i, Add b_i, Relu) * n -> y, with external data."""
     n = max(1, round(gb * 1e9 / (WIDTH * WIDTH * 4)))
     rng = np.random.default_rng(seed)
     nodes, inits, x = [], [], "x"
@@ -64,7 +64,6 @@ def make_model(path: Path, gb: float, seed: int = 0) -> int:
     model.ir_version = 8
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=path.name + ".data", size_threshold=1024)
-    return disk_size(path)
 
 
 def disk_size(path: Path) -> int:
@@ -148,13 +147,19 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, help="scratch folder (default: the roomiest of $TMPDIR, ~, /var/tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
     parser.add_argument("--no-verify", action="store_true", help="pass --no-verify to inq-onnx quantize")
+    parser.add_argument("--make", type=Path, help=argparse.SUPPRESS)  # internal: generate the model only
     args = parser.parse_args()
+    if args.make:
+        make_model(args.make, args.gb)
+        return 0
     folder = Path(tempfile.mkdtemp(prefix="inq-big-", dir=args.dir or roomiest_folder()))
     results = {}
     try:
         model = folder / "big.onnx"
         t0 = time.monotonic()
-        size = make_model(model, args.gb)
+        # in a child: a child's ru_maxrss starts at its parent's peak (kept across fork and exec)
+        subprocess.run([sys.executable, __file__, "--make", str(model), "--gb", str(args.gb)], check=True)
+        size = disk_size(model)
         print(f"generated {model} ({size / 2**30:.2f} GiB) in {time.monotonic() - t0:.0f} s; "
               f"free disk {shutil.disk_usage(folder).free / 2**30:.0f} GiB", flush=True)
         out = folder / f"big.inq{args.bits}.onnx"

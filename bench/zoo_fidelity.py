@@ -9,8 +9,10 @@ table ``make test-slow`` prints, without the checks (about a minute on 2 cores).
     .venv/bin/python bench/zoo_fidelity.py                          # the whole zoo, 2-5 bits
     .venv/bin/python bench/zoo_fidelity.py --bits 4 5 --detector    # what skipping fixed tensors is worth
 
-``--detector`` adds, for the models where tensors are skipped as hand-made (YOLOv8's DFL vector,
-Silero's STFT bases), the same settings with those tensors quantized anyway (``include``).
+``--detector`` shows, for the models where tensors are skipped as hand-made (YOLOv8's DFL vector,
+Silero's STFT bases), three rows per setting: the detector on (the default), off (those tensors
+quantized anyway with ``include``), and those tensors alone quantized (every learned weight
+excluded): the damage they do by themselves.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def main() -> int:
                     rows.append(zoo.Row(*[getattr(row, f) for f in ("model", "bits", "per_channel", "quantized",
                                                                       "weights", "score")], note="detector on"))
                     rows.append(zoo.measure(file, bits, per_channel, detector=False, label="detector off (fixed tensors quantized)"))
+                    rows.append(zoo.measure(file, bits, per_channel, only_fixed=True, label="only the fixed tensors quantized"))
                 else:
                     rows.append(row)
         print(f"  {file} done ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)

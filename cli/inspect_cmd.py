@@ -11,6 +11,7 @@ from inq_onnx_cli.common import verbosity, verbosity_options
 from inq_onnx.graph.io import load_model
 from inq_onnx.graph.weights import select_weights
 from inq_onnx.report import format_table
+from inq_onnx.train.rewrites.gradient_support import GRADIENT_BLOCKERS, unsupported_gradient_ops
 
 
 @click.command("inspect")
@@ -48,3 +49,9 @@ def inspect_command(model, include, exclude, min_size, as_json):
     for c in chosen:
         for note in c.notes:
             click.echo(f"note: {c.name}: {note}")
+    blockers = unsupported_gradient_ops(loaded)
+    if blockers:
+        click.echo("\nretraining (quantize --data): ONNX Runtime 1.19.2 cannot differentiate these ops as they are;"
+                   " inq-onnx trains a rewritten copy of the graph where a rewrite exists:")
+        for op in blockers:
+            click.echo(f"  {op}: {GRADIENT_BLOCKERS.get(op, 'no gradient')}")

@@ -82,18 +82,23 @@ class Codebook:
 
 def compute_n1(w: np.ndarray, channel_axes: tuple[int, ...] = ()) -> np.ndarray:
     """n1 per tensor, or per channel (keepdims shape). Channels that are all zero take the
-    tensor's n1; a tensor that is all zero (or not finite) raises ValueError."""
-    w = np.asarray(w, dtype=np.float64)
+    tensor's n1; a tensor that is all zero (or not finite) raises ValueError. n1 never exceeds
+    the largest power of two ``w``'s float dtype holds (2^127 for float32): above 1.5·2^127 the
+    rounding would give 2^128 = inf, so such weights clamp to 2^127 instead."""
+    w = np.asarray(w)
+    top = np.finfo(w.dtype).maxexp - 1 if np.issubdtype(w.dtype, np.floating) else None
+    w = w.astype(np.float64, copy=False)
     if not np.all(np.isfinite(w)):
         raise ValueError("the tensor holds NaN or infinite values")
     s_all = np.max(np.abs(w)) if w.size else 0.0
     if s_all == 0.0:
         raise ValueError("the tensor is all zeros")
-    n1_all = rounding_exponent(s_all)
+    n1_all = np.minimum(rounding_exponent(s_all), top) if top is not None else rounding_exponent(s_all)
     if not channel_axes:
         return np.asarray(n1_all, dtype=np.int64).reshape((1,) * w.ndim)
     s = np.max(np.abs(w), axis=reduce_axes(w.ndim, channel_axes), keepdims=True)
-    return np.where(s > 0, rounding_exponent(s), n1_all).astype(np.int64)
+    n1 = np.where(s > 0, rounding_exponent(s), n1_all)
+    return (np.minimum(n1, top) if top is not None else n1).astype(np.int64)
 
 
 def make_codebook(w: np.ndarray, bits: int, channel_axes: tuple[int, ...] = ()) -> Codebook:

@@ -111,8 +111,10 @@ def load_samples(path: str | os.PathLike, model: onnx.ModelProto, *, num_classes
     for spec in specs:
         array = arrays.get(spec.name, arrays.get(file_key(spec.name)))
         if array is None:
+            fix = (f"give it with --pin {spec.name}=VALUE (a scalar input is the same for every sample)"
+                   if spec.shape == () else f"save the input under the key '{spec.name}'")
             raise DataError(f"{path} has no array for model input '{spec.name}' (it has: {', '.join(sorted(arrays)) or 'nothing'})",
-                            f"save the input under the key '{spec.name}'")
+                            fix)
         inputs[spec.name] = check_array(array, spec, path)
     counts = {len(a) for a in inputs.values()}
     labels = arrays.get(LABELS)

@@ -105,10 +105,10 @@ def dft_basis_reason(w: np.ndarray, channel_axes: tuple[int, ...] | None) -> str
 
 
 def filter_axes_to_try(ndim: int, channel_axes: tuple[int, ...] | None) -> list[tuple[int, ...]]:
+    if ndim < 2:  # no bank of filters (and a scalar has no axis to take modulo)
+        return []
     if channel_axes:
         return [tuple(dict.fromkeys(a % ndim for a in channel_axes))]
-    if ndim < 2:
-        return []
     return [(0,), (1,)] if ndim == 2 else [(0,)]
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import onnx
 
 from inq_onnx.data import Samples, load_samples
+from inq_onnx.errors import VerificationError
 from inq_onnx.graph.io import PROTOBUF_LIMIT, ModelWriter, check_writable_target, load_model, save_model, tensor_bytes
 from inq_onnx.options import QuantizeOptions
 from inq_onnx.quantize import quantize_model
@@ -97,11 +98,20 @@ def quantize_file(model_path: str | os.PathLike, output: str | os.PathLike | Non
         del model
         result = replace(result, model=onnx.load(str(out), load_external_data=False))
         gc.collect()  # the weight selection's use index holds it in reference cycles
-    report = verify(out, reference=source.path, samples=samples) if check else None
+    try:
+        report = verify(out, reference=source.path, samples=samples) if check else None
+    except VerificationError:
+        discard_output(out)  # a model that failed its checks must not be left looking like a result
+        raise
     if compact:
         compact_output(out)
     out_bytes = out.stat().st_size + (Path(f"{out}.data").stat().st_size if Path(f"{out}.data").exists() else 0)
     return QuantizeJob(result, out, source.size_bytes, out_bytes, report)
+
+
+def discard_output(out: Path) -> None:
+    out.unlink(missing_ok=True)
+    Path(f"{out}.data").unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

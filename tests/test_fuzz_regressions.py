@@ -96,3 +96,53 @@ def test_mutant_is_refused_in_one_line(tmp_path, capsys, build, edit, fragment):
     assert code not in (0, 3) and len(err) == 1, err
     assert err[0].startswith("error: ") and fragment in err[0] and "To fix this" in err[0], err
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["mutant.onnx"]
+
+
+def scalar_weight(m: onnx.ModelProto) -> None:
+    """Fuzz seed 1 #59: a Conv weight replaced by a scalar (ZeroDivisionError in the DFT-basis filter)."""
+    weight(m, "conv1.weight").CopyFrom(onnx.numpy_helper.from_array(np.float32(0.7), "conv1.weight"))
+
+
+def near_float32_max(m: onnx.ModelProto) -> None:
+    """Fuzz seed 1 #160: weights near float32's max rounded to 2^128 = inf, and verification then
+    failed with the output left behind. n1 is now capped at 2^127."""
+    w = onnx.numpy_helper.to_array(weight(m, "fc1.weight"))
+    big = np.where(w >= 0, np.float32(3.4e38), np.float32(-3.0e38)).astype(np.float32)
+    weight(m, "fc1.weight").CopyFrom(onnx.numpy_helper.from_array(big, "fc1.weight"))
+
+
+@pytest.mark.parametrize("edit", [scalar_weight, near_float32_max], ids=lambda f: f.__name__)
+def test_odd_but_valid_weights_quantize(tmp_path, capsys, edit):
+    model = fixture()
+    edit(model)
+    path, out = tmp_path / "mutant.onnx", tmp_path / "q.onnx"
+    path.write_bytes(model.SerializeToString())
+    assert main(["quantize", str(path), "--bits", "4", "-o", str(out), "-q"]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().err == ""
+    for t in onnx.load(str(out)).graph.initializer:
+        assert np.all(np.isfinite(onnx.numpy_helper.to_array(t))), t.name
+
+
+def test_a_failed_verification_leaves_no_output(tmp_path, capsys, monkeypatch):
+    import inq_onnx.jobs
+    from inq_onnx.errors import VerificationError
+
+    def failing(*args, **kwargs):
+        raise VerificationError("ONNX Runtime fails to run the quantized model", "report it")
+
+    monkeypatch.setattr(inq_onnx.jobs, "verify", failing)
+    out = tmp_path / "q.onnx"
+    assert main(["quantize", str(FIXTURE), "--bits", "4", "-o", str(out)]) == 1
+    assert "error: ONNX Runtime fails" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_n1_is_capped_at_the_dtype_largest_power_of_two():
+    from inq_onnx import codebook
+
+    for dtype, top in ((np.float32, 127), (np.float16, 15)):
+        w = np.array([np.finfo(dtype).max, 1.0, -np.finfo(dtype).max], dtype)
+        book = codebook.make_codebook(w, 4)
+        assert int(book.n1.reshape(())) == top
+        q = codebook.quantize(w, book)
+        assert np.all(np.isfinite(q)) and q[0] == 2.0**top and np.all(codebook.in_codebook(q, book))

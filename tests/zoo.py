@@ -221,18 +221,23 @@ def fixed_note(fixed: dict[str, str]) -> str:
     return "skipped as fixed: " + ", ".join(f"{n} x {kind}" for kind, n in sorted(kinds.items()))
 
 
-def measure(file: str, bits: int, per_channel: bool, *, detector: bool = True, label: str = "") -> Row:
+def measure(file: str, bits: int, per_channel: bool, *, detector: bool = True, only_fixed: bool = False,
+            label: str = "") -> Row:
     """Quantize one zoo model and score it. ``detector=False`` forces the tensors the fixed-tensor
-    detector skips into quantization (``include``), to show what skipping them is worth."""
+    detector skips into quantization (``include``), to show what skipping them is worth;
+    ``only_fixed`` quantizes those alone (every learned weight excluded)."""
     model = float_model(file)
     result = inq_onnx.quantize(model, bits=bits, per_channel=per_channel)
     fixed = fixed_skips(result)
-    note = fixed_note(fixed)
-    if not detector and fixed:
-        result = inq_onnx.quantize(model, bits=bits, per_channel=per_channel, include=sorted(fixed))
-        note = "fixed tensors quantized too (--include)"
-    return Row(file, bits, per_channel, len(result.quantized), len(result.quantized) + len(fixed_skips(result)),
-               score(file, result.model), label or note)
+    note, weights = fixed_note(fixed), len(result.quantized) + len(fixed)
+    if (not detector or only_fixed) and fixed:
+        learned = [t.name for t in result.quantized] if only_fixed else []
+        result = inq_onnx.quantize(model, bits=bits, per_channel=per_channel, include=sorted(fixed), exclude=learned)
+        note = "only the fixed tensors quantized" if only_fixed else "fixed tensors quantized too (--include)"
+    if not result.quantized and not fixed:
+        already = sum(1 for t in result.skipped if (t.skip_reason or "").startswith("already quantized"))
+        note = f"nothing quantized ({already} tensors reported 'already quantized')"
+    return Row(file, bits, per_channel, len(result.quantized), weights, score(file, result.model), label or note)
 
 
 RESULTS: list[Row] = []

@@ -19,9 +19,9 @@ import onnx
 from inq_onnx.fixed_tensors import fixed_tensor_reason
 from inq_onnx.graph import table
 from inq_onnx.graph.tensors import TensorSite, is_float, to_array
-FLOAT_DTYPES = ("float32", "float16", "float64", "bfloat16")
-
 from inq_onnx.graph.uses import GRAPH_OUTPUT, Use, UseIndex, build_use_index, output_key
+
+FLOAT_DTYPES = ("float32", "float16", "float64", "bfloat16")
 
 
 @dataclass(frozen=True)

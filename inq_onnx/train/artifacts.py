@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from inq_onnx.errors import InvalidOptionError, TrainingError
 from inq_onnx.train.losses import LossSpec, ResolvedLoss, resolve_loss
 from inq_onnx.train.rewrites.gradient_support import unsupported_gradient_ops
 
+WORK_PREFIX = ".work-"
 _FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
 
 
@@ -123,7 +125,9 @@ def build_artifacts(
     resolved = resolve_loss(model, loss)
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="inq_artifacts_") as tmp:
+    for stale in folder.glob(f"{WORK_PREFIX}*"):  # the work folder of a build that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=folder) as tmp:  # not /tmp: a kill leaves it here
         work = Path(tmp)
         onnx.save(model, work / "model.onnx")
         config = {

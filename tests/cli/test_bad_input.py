@@ -29,7 +29,9 @@ import onnx
 import pytest
 from onnx import helper
 
+from inq_onnx import quantize
 from inq_onnx.incremental import InqOptions, start
+from inq_onnx.jobs import step_file
 from inq_onnx.options import QuantizeOptions
 from inq_onnx.sidecar import write_sidecar
 from tests.conftest import FIXTURE, conv_gemm_model
@@ -134,6 +136,32 @@ def parent_is_a_file(d: Path) -> None:
     (d.parent / "out" / "blocker").write_text("a file, not a folder\n")
 
 
+def quantized_fixture(stamp: str | None = None) -> Callable[[Path], None]:
+    """in/q.onnx: the fixture quantized to 4 bits (its 'inq_onnx.quantized' stamp replaced if given)."""
+    def build(d: Path) -> None:
+        model = quantize(str(FIXTURE), bits=4).model
+        for prop in model.metadata_props:
+            if stamp is not None and prop.key == "inq_onnx.quantized":
+                prop.value = stamp
+        write_model(d, model, "q.onnx")
+    return build
+
+
+def retrained_off_mask(d: Path) -> None:
+    """in/step1.onnx + its sidecar, then the frozen weights of conv1 moved (not retrained with the mask)."""
+    fixture_model(d)
+    step_file(d / "model.onnx", d / "step1.onnx", InqOptions(QuantizeOptions(bits=4)))
+    model = onnx.load(str(d / "step1.onnx"))
+    w = next(t for t in model.graph.initializer if t.name == "conv1.weight")
+    w.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(w) * np.float32(1.01), w.name))
+    write_model(d, model, "step1.onnx")
+
+
+def weight_data_short(m: onnx.ModelProto) -> None:
+    w = next(t for t in m.graph.initializer if t.name == "fc1.weight")
+    w.raw_data = w.raw_data[:-4]
+
+
 # ---- the table --------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -161,6 +189,7 @@ CASES = [
     Case("graph-not-a-model", lambda d: (d / "model.onnx").write_bytes(onnx.load(str(FIXTURE)).graph.SerializeToString()),
          (*Q, *OUT), "not an ONNX model"),
     Case("fails-checker", edited_fixture(dangling_input), (*Q, *OUT), "fails onnx.checker"),
+    Case("weight-data-short", edited_fixture(weight_data_short), (*Q, *OUT), "tensor 'fc1.weight' holds"),
     Case("ir-version-11", edited_fixture(ir_version(11)), (*Q, *OUT), "IR version 11"),
     Case("opset-22", edited_fixture(opset(22)), (*Q, *OUT), "opset 22"),
     Case("inspect-truncated", lambda d: (d / "model.onnx").write_bytes(FIXTURE.read_bytes()[:333]),
@@ -231,6 +260,13 @@ CASES = [
     Case("loss-output-unknown", with_data(input=good_x, labels=good_y), (*Q, *OUT, *TRAIN, "--loss-output", "probs"),
          "loss output 'probs'"),
     Case("lr-negative", with_data(input=good_x, labels=good_y), (*Q, *OUT, *TRAIN, "--lr", "-1"), "learning rate"),
+    Case("step-frozen-weights-moved", retrained_off_mask, ("step", "{in}/step1.onnx", *OUT), "left their codebook"),
+    Case("export-not-quantized", fixture_model, ("export", "{in}/model.onnx", *OUT), "no 'inq_onnx.quantized' metadata"),
+    Case("export-stamp-malformed", quantized_fixture("not json"), ("export", "{in}/q.onnx", *OUT), "metadata is malformed"),
+    Case("export-output-is-the-input", quantized_fixture(), ("export", "{in}/q.onnx", "-o", "{in}/q.onnx"),
+         "is the input model"),
+    Case("export-format-sideways", quantized_fixture(), ("export", "{in}/q.onnx", *OUT, "--format", "sideways"),
+         "'sideways' is not one of"),
     Case("report-not-a-run", lambda d: None, ("report", "{in}"), "holds no run log"),
     Case("unknown-command", lambda d: None, ("frobnicate",), "No such command"),
 ]

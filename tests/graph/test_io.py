@@ -88,3 +88,70 @@ def test_external_data_outside_the_model_folder_is_refused(tmp_path):
     onnx.save_model(m, str(tmp_path / "sub" / "evil.onnx"))
     with pytest.raises(ModelLoadError, match="outside the model's folder"):
         load_model(tmp_path / "sub" / "evil.onnx")
+
+
+def external_model(tmp_path):
+    onnx.save_model(conv_gemm_model(), str(tmp_path / "ext.onnx"), save_as_external_data=True,
+                    location="ext.onnx.data", size_threshold=0)
+    return load_model(tmp_path / "ext.onnx")
+
+
+def test_writer_streams_tensors_into_the_data_file(tmp_path):
+    from onnx.external_data_helper import uses_external_data
+
+    from inq_onnx.graph.io import ModelWriter, tensor_values
+    from inq_onnx.graph.tensors import TensorSite
+
+    model, source = external_model(tmp_path)
+    site = TensorSite("conv.w", (), "initializer")
+    new = np.full((3, 2, 3, 3), 0.25, np.float32)
+    with ModelWriter(tmp_path / "out.onnx", external_data=True, source=source) as writer:
+        writer.write_tensor(model, site, new)
+        proto = model.graph.initializer[0]
+        assert uses_external_data(proto) and not proto.HasField("raw_data")  # only a reference in memory
+        writer.save(model)
+    written = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "out.onnx")).graph.initializer}
+    np.testing.assert_array_equal(written["conv.w"], new)
+    np.testing.assert_array_equal(written["fc.w"], onnx.numpy_helper.to_array(conv_gemm_model().graph.initializer[2]))
+    np.testing.assert_array_equal(tensor_values(model.graph.initializer[0], tmp_path), new)  # model refers to out
+    assert not model.graph.initializer[0].HasField("raw_data")  # read into a detached copy
+    assert sorted(os.listdir(tmp_path)) == ["ext.onnx", "ext.onnx.data", "out.onnx", "out.onnx.data"]
+
+
+def test_save_without_keeping_the_data_leaves_references_to_the_file(tmp_path):
+    from inq_onnx.graph.io import tensor_values
+
+    model, source = external_model(tmp_path)
+    save_model(model, tmp_path / "out.onnx", external_data=True, source=source, keep_data=False)
+    expected = conv_gemm_model().graph.initializer
+    for proto, original in zip(model.graph.initializer, expected):
+        assert not proto.HasField("raw_data")
+        np.testing.assert_array_equal(tensor_values(proto, tmp_path), onnx.numpy_helper.to_array(original))
+    kept, _ = external_model(tmp_path)
+    save_model(kept, tmp_path / "kept.onnx", external_data=True)  # the default keeps the data in memory
+    assert all(p.HasField("raw_data") for p in kept.graph.initializer)
+
+
+def test_what_a_killed_write_left_is_removed_by_the_next(tmp_path):
+    stale = tmp_path / ".out.onnx.k1ll3d.tmp"
+    stale.mkdir()
+    (stale / "out.onnx.data").write_bytes(b"\0" * 100)
+    (tmp_path / ".other.onnx.x.tmp").mkdir()  # another target's: left alone
+    save_model(conv_gemm_model(), tmp_path / "out.onnx")
+    assert sorted(os.listdir(tmp_path)) == [".other.onnx.x.tmp", "out.onnx"]
+
+
+def test_a_new_external_output_never_sits_beside_an_old_model(tmp_path, monkeypatch):
+    model, source = external_model(tmp_path)
+    save_model(model, tmp_path / "out.onnx", external_data=True, source=source)
+    real_replace = os.replace
+
+    def killed_after_the_data(src, dst):
+        real_replace(src, dst)
+        if str(dst).endswith(".data"):
+            raise KeyboardInterrupt  # as a kill between the two renames
+
+    monkeypatch.setattr(os, "replace", killed_after_the_data)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(model, tmp_path / "out.onnx", external_data=True, source=source)
+    assert not (tmp_path / "out.onnx").exists()  # no old model that would read the new data

@@ -1,0 +1,37 @@
+"""File-to-file jobs: a model with external data is quantized in place and streamed into the
+output's data file, giving the same values as the in-memory API, and verified from the files."""
+
+import os
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+import inq_onnx
+from inq_onnx.jobs import quantize_file
+from inq_onnx.options import QuantizeOptions
+from tests.conftest import conv_gemm_model
+
+
+def test_external_data_model_is_streamed_to_an_external_data_output(tmp_path):
+    onnx.save_model(conv_gemm_model(), str(tmp_path / "m.onnx"), save_as_external_data=True,
+                    location="m.onnx.data", size_threshold=0)
+    before = {p: (tmp_path / p).read_bytes() for p in ("m.onnx", "m.onnx.data")}
+    job = quantize_file(tmp_path / "m.onnx", tmp_path / "out.onnx", QuantizeOptions(bits=4))
+    assert {p: (tmp_path / p).read_bytes() for p in before} == before
+    assert sorted(os.listdir(tmp_path)) == ["m.onnx", "m.onnx.data", "out.onnx", "out.onnx.data"]
+    skeleton = onnx.load(str(tmp_path / "out.onnx"), load_external_data=False)
+    assert all(t.data_location == onnx.TensorProto.EXTERNAL for t in skeleton.graph.initializer)
+    expected = {t.name: numpy_helper.to_array(t) for t in inq_onnx.quantize(conv_gemm_model(), bits=4).model.graph.initializer}
+    written = onnx.load(str(tmp_path / "out.onnx"))
+    for t in written.graph.initializer:
+        np.testing.assert_array_equal(numpy_helper.to_array(t), expected[t.name])
+    assert job.verification.checked_tensors == 2 and job.verification.run_shapes
+    assert not any(t.HasField("raw_data") for t in job.result.model.graph.initializer)  # refers to the output
+
+
+def test_inline_model_keeps_its_result_in_memory(tmp_path):
+    onnx.save_model(conv_gemm_model(), str(tmp_path / "m.onnx"))
+    job = quantize_file(tmp_path / "m.onnx", tmp_path / "out.onnx", QuantizeOptions(bits=4))
+    assert sorted(os.listdir(tmp_path)) == ["m.onnx", "out.onnx"]
+    assert job.result.model.SerializeToString() == onnx.load(str(tmp_path / "out.onnx")).SerializeToString()
