@@ -59,9 +59,11 @@ def quantize_command(ctx, model, bits, output, per_channel, include, exclude, mi
         return
     inq = InqOptions(options, schedule=parse_schedule_option(kw["schedule"]), strategy=kw["partition"], seed=kw["seed"])
     progress = Progress(enabled=not quiet)
-    job = inq_file(model, output, inq, train_options(kw), data=data, val=val, run_dir=kw["run_dir"],
-                   check=not no_verify, compact=compact, on_event=progress)
-    progress.close()
+    try:
+        job = inq_file(model, output, inq, train_options(kw), data=data, val=val, run_dir=kw["run_dir"],
+                       check=not no_verify, compact=compact, on_event=progress)
+    finally:
+        progress.close()  # an error message must not land on the progress bar's line
     if as_json:
         click.echo(json.dumps({"output": str(job.output), "sidecar": str(job.sidecar), "run_dir": str(job.run_dir),
                                "steps": job.records}, indent=1, default=str))
