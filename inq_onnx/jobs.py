@@ -72,7 +72,7 @@ def compact_output(out: Path) -> None:
     from inq_onnx.export.compact import to_compact
 
     model, source = load_model(out)
-    save_model(to_compact(model)[0], out, external_data=source.external_data)
+    save_model(to_compact(model, in_place=True)[0], out, external_data=source.external_data, keep_data=False)
 
 
 def quantize_file(model_path: str | os.PathLike, output: str | os.PathLike | None, options: QuantizeOptions, *,

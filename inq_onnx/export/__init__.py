@@ -59,11 +59,11 @@ def export(model: onnx.ModelProto | str | os.PathLike, format: ExportFormat | st
         report = export_codes(loaded, output, allow_float=allow_float)
         return ExportResult(format, None, report.path, report, report.kept_float)
     if format is ExportFormat.COMPACT:
-        out, report = to_compact(loaded, allow_float=allow_float)
+        out, report = to_compact(loaded, allow_float=allow_float, in_place=source.path is not None)
         kept, notes = report.kept_float, report.notes
     else:
         out, report, kept, notes = to_float(loaded), None, (), ()
-    path = save_model(out, output, source=source) if output is not None else None
+    path = save_model(out, output, source=source, keep_data=source.path is None) if output is not None else None
     return ExportResult(format, out, path, report, kept, notes)
 
 

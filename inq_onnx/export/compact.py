@@ -59,8 +59,10 @@ def default_opset(model: onnx.ModelProto) -> int:
     return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
 
-def to_compact(model: onnx.ModelProto, *, allow_float: bool = False) -> tuple[onnx.ModelProto, CompactReport]:
-    """The compact form of a quantized model (a new model; ``model`` is left untouched).
+def to_compact(model: onnx.ModelProto, *, allow_float: bool = False,
+               in_place: bool = False) -> tuple[onnx.ModelProto, CompactReport]:
+    """The compact form of a quantized model (a new model, ``model`` left untouched; with
+    ``in_place`` the caller gives ``model`` up, and no second copy of a big model is made).
 
     Raises ExportError if a listed weight is off its codebook (or cannot be decoded exactly),
     unless ``allow_float``: then that weight stays float and the report says which and why.
@@ -71,7 +73,8 @@ def to_compact(model: onnx.ModelProto, *, allow_float: bool = False) -> tuple[on
     if opset < decode_op.MIN_OPSET:
         raise ExportError(f"the model uses opset {opset}; the decode function needs {decode_op.MIN_OPSET} or later",
                           "convert it with onnx.version_converter.convert_version(model, 11) before quantizing")
-    out = copy_model(model)
+    original_ir = model.ir_version
+    out = model if in_place else copy_model(model)
     outcomes = [encode_listed(out, item, tensor_proto(out, item.site), exact=True) for item in listed_sites(out)]
     kept = refuse_or_keep(outcomes, allow_float, "compact codes")
     done = [o for o in outcomes if o.encoded is not None]
@@ -81,7 +84,7 @@ def to_compact(model: onnx.ModelProto, *, allow_float: bool = False) -> tuple[on
         by_graph[outcome.listed.site.graph_path].append(outcome)
     for path in sorted(by_graph, key=len, reverse=True):  # children first: parents' node indices stay valid
         layout.rewrite_graph(get_graph(out, path), by_graph[path], fresh, opset, in_subgraph=bool(path))
-    notes = finish(out, model, {o.listed.bits for o in done}, opset, fresh.prefix)
+    notes = finish(out, original_ir, {o.listed.bits for o in done}, opset, fresh.prefix)
     check(out)
     tensors = tuple(CompactTensor(o.listed.site.name, o.listed.site.describe(), o.listed.bits, o.encoded.shape,
                                   dtype_name(o.data_type), not o.encoded.uniform,
@@ -89,7 +92,7 @@ def to_compact(model: onnx.ModelProto, *, allow_float: bool = False) -> tuple[on
     return out, CompactReport(tensors, tuple(kept), tuple(notes))
 
 
-def finish(out: onnx.ModelProto, original: onnx.ModelProto, widths: set[int], opset: int, prefix: str) -> list[str]:
+def finish(out: onnx.ModelProto, original_ir: int, widths: set[int], opset: int, prefix: str) -> list[str]:
     """Add the decode functions, the domain, the IR version they need and the compact stamp."""
     notes = []
     for bits in sorted(widths):
@@ -100,7 +103,7 @@ def finish(out: onnx.ModelProto, original: onnx.ModelProto, widths: set[int], op
         notes.append(f"IR version {out.ir_version} raised to {FUNCTIONS_IR_VERSION} (model-local functions need it); "
                      "decode restores it")
         out.ir_version = FUNCTIONS_IR_VERSION
-    stamp = {"format": FORMAT_VERSION, "ir_version": original.ir_version, "prefix": prefix}
+    stamp = {"format": FORMAT_VERSION, "ir_version": original_ir, "prefix": prefix}
     out.metadata_props.add(key=COMPACT_KEY, value=json.dumps(stamp, sort_keys=True))
     return notes
 
