@@ -3,7 +3,11 @@
 Each case takes a seed model (../shared/models/*.onnx and the fixture), applies one to three
 mutations to its bytes or its protobuf fields (truncate, flip bytes, drop initializers, corrupt or
 negative or huge dims, a data_type changed without the data, dangling node inputs, no graph,
-duplicate names, wrong attribute types...) and runs the command on it. A case ends in one of:
+duplicate names, wrong attribute types...) or changes that keep the file consistent (a weight
+reshaped, retyped, given extreme values, moved into a Constant or a sparse initializer, shared
+with a graph output; a plausible wrong Conv/Gemm attribute) so that the quantizer, the writer
+and the ONNX Runtime check behind them are reached, and runs the command on it (every third
+case with --per-channel). A case ends in one of:
 
     ok         exit 0 (the mutation was harmless, or the tool coped)
     clean      non-zero exit, one stderr line "error: ... To fix this, ...", input untouched,
@@ -634,7 +638,8 @@ def run_case(case: dict, cache: dict, main) -> dict:
         started = time.monotonic()
         with captured_fds(tmp / "io") as read_stderr:
             try:
-                rc = main(["quantize", str(model), "--bits", "4", "-o", str(tmp / "out" / "q.onnx")])
+                rc = main(["quantize", str(model), "--bits", "4", "-o", str(tmp / "out" / "q.onnx"),
+                           *(["--per-channel"] if case.get("per_channel") else [])])
             except SystemExit as e:  # main() returns its code; a SystemExit is a bug of ours too
                 rc = e.code if isinstance(e.code, int) else 1
                 print(f"SystemExit escaped main(): {e.code!r}", file=sys.stderr)
@@ -649,6 +654,7 @@ def run_case(case: dict, cache: dict, main) -> dict:
         first = "the input file was changed | " + first
     if leftovers and kind == "failure":
         first = f"left behind {leftovers} | " + first
+    recipe = recipe + ["(--per-channel)"] if case.get("per_channel") else recipe
     return {"id": case["id"], "model": Path(case["model"]).name, "recipe": recipe, "rc": rc, "kind": kind,
             "first_line": first[:300], "stderr_lines": len(stderr.strip().splitlines()), "seconds": round(seconds, 2),
             **({"stderr": stderr[-4000:]} if kind == "failure" or case.get("verbose") else {})}
@@ -714,7 +720,7 @@ def drive(cases: list[dict], workers: int, timeout: float, progress: bool) -> li
                     return
                 result = w.ask(case, timeout)
                 if result["recipe"] is None:  # the worker is gone: rebuild the recipe here, start another
-                    result["recipe"] = build_case(case, {})[1]
+                    result["recipe"] = build_case(case, {})[1] + (["(--per-channel)"] if case["per_channel"] else [])
                     w = Worker()
                 with lock:
                     results.append(result)
@@ -732,8 +738,10 @@ def drive(cases: list[dict], workers: int, timeout: float, progress: bool) -> li
 
 
 def make_cases(n: int, seed: int, models: list[Path]) -> list[dict]:
+    """Round-robin over the seed models; every third case quantizes per channel."""
     rng = random.Random(seed)
-    return [{"id": i, "model": str(models[i % len(models)]), "rng": rng.randrange(2**63)} for i in range(n)]
+    return [{"id": i, "model": str(models[i % len(models)]), "rng": rng.randrange(2**63), "per_channel": i % 3 == 2}
+            for i in range(n)]
 
 
 def summary(results: list[dict], seconds: float) -> str:

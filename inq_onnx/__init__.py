@@ -8,13 +8,11 @@ retrain incrementally, ``export`` writes compact or hardware files, ``verify`` c
 __version__ = "0.1.0"
 
 from inq_onnx.errors import InqError  # noqa: E402
+from inq_onnx import export  # noqa: E402  (a callable package: inq_onnx.export(model, "compact"))
 from inq_onnx.export import ExportFormat, decode  # noqa: E402
-from inq_onnx.export import export as _export  # noqa: E402
 from inq_onnx.options import QuantizeOptions  # noqa: E402
 from inq_onnx.quantize import quantize  # noqa: E402
 from inq_onnx.report import QuantizeResult, TensorReport  # noqa: E402
-
-export = _export  # `inq_onnx.export(model, "compact")`; the subpackage stays importable by its full path
 
 __all__ = ["__version__", "ExportFormat", "InqError", "QuantizeOptions", "QuantizeResult", "TensorReport",
            "decode", "export", "quantize"]

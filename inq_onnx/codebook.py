@@ -17,10 +17,12 @@ That same k is floor(log2(4|w|/3)), so n1 is the rounding exponent of max|W|.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
 MIN_BITS, MAX_BITS = 2, 8
+BLOCK = 1 << 20  # values per block when a large tensor is processed piecewise (no whole float64 copy)
 
 
 def check_bits(bits: object) -> int:
@@ -154,3 +156,36 @@ def in_codebook(w: np.ndarray, codebook: Codebook) -> np.ndarray:
     mantissa, exponent = np.frexp(np.abs(q))
     level = exponent - codebook.n2
     return (q == 0) | ((mantissa == 0.5) & (level >= 1) & (level <= levels_per_sign(codebook.bits)))
+
+
+# Large tensors, a block of rows at a time: elementwise functions give the same values.
+
+def make_codebook_blockwise(w: np.ndarray, bits: int, axes: tuple[int, ...] = ()) -> Codebook:
+    """``make_codebook(w, bits, axes)``, from max|w| per channel taken a block at a time.
+
+    n1 depends on the tensor only through those maxima (NaN and Inf propagate through them), so
+    the codebook is the same while a large tensor is never copied to float64 whole."""
+    if w.size <= BLOCK:
+        return make_codebook(w, bits, axes)
+    reduced = reduce_axes(w.ndim, axes)
+    peaks = [np.max(np.abs(w[rows]), axis=reduced, keepdims=True) for rows in row_blocks(w)]
+    peak = np.maximum.reduce(peaks) if 0 in reduced else np.concatenate(peaks)
+    return make_codebook(peak, bits, axes)
+
+
+def row_blocks(w: np.ndarray) -> Iterator[slice | type(Ellipsis)]:
+    """Slices of axis 0 holding about BLOCK values each (``...``, all of it, when it is small)."""
+    if w.size <= BLOCK or w.ndim == 0:
+        yield ...
+        return
+    step = max(1, BLOCK // max(1, w[0].size))
+    for start in range(0, len(w), step):
+        yield slice(start, start + step)
+
+
+def blocks(w: np.ndarray, book: Codebook) -> Iterator[tuple[slice, np.ndarray, Codebook]]:
+    """``w`` in blocks of rows, each with its slice of ``book``: an elementwise codebook function
+    applied block by block gives the same values as on the whole tensor."""
+    for rows in row_blocks(w):
+        n1 = book.n1[rows] if rows is not ... and book.n1.shape[0] > 1 else book.n1
+        yield rows, w[rows], Codebook(book.bits, n1, book.channel_axes)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -23,7 +23,6 @@ from inq_onnx.options import QuantizeOptions
 from inq_onnx.report import QuantizeResult, TensorReport, skipped_report, tensor_report
 
 METADATA_KEY = "inq_onnx.quantized"
-BLOCK = 1 << 20
 """Values rounded at once: the codebook's float64 temporaries stay ~100 MB for any tensor size."""
 TensorWriter = Callable[[onnx.ModelProto, TensorSite, np.ndarray], None]
 
@@ -70,45 +69,14 @@ def quantize_tensor(model: onnx.ModelProto, candidate: Candidate, options: Quant
     w = read_tensor(model, candidate.site)
     axes = channel_axes_for(candidate, options)
     try:
-        book = tensor_codebook(w, options.bits, axes)
+        book = codebook.make_codebook_blockwise(w, options.bits, axes)
     except ValueError as e:  # all zeros, NaN or Inf: nothing sensible to round
         return skipped_report(candidate, reason=str(e).replace("the tensor ", ""))
     q = np.empty_like(w)
-    for rows, part, part_book in blocks(w, book):
+    for rows, part, part_book in codebook.blocks(w, book):
         q[rows] = codebook.quantize(part, part_book)
     write(model, candidate.site, q)
     return tensor_report(candidate, w, q, book)
-
-
-def tensor_codebook(w: np.ndarray, bits: int, axes: tuple[int, ...]) -> codebook.Codebook:
-    """``codebook.make_codebook(w, bits, axes)``, from max|w| per channel taken a block at a time.
-
-    n1 depends on the tensor only through those maxima (NaN and Inf propagate through them), so
-    the codebook is the same while a large tensor is never copied to float64 whole."""
-    if w.size <= BLOCK:
-        return codebook.make_codebook(w, bits, axes)
-    reduced = codebook.reduce_axes(w.ndim, axes)
-    peaks = [np.max(np.abs(w[rows]), axis=reduced, keepdims=True) for rows in row_blocks(w)]
-    peak = np.maximum.reduce(peaks) if 0 in reduced else np.concatenate(peaks)
-    return codebook.make_codebook(peak, bits, axes)
-
-
-def row_blocks(w: np.ndarray) -> Iterator[slice | type(Ellipsis)]:
-    """Slices of axis 0 holding about BLOCK values each (``...``, all of it, when it is small)."""
-    if w.size <= BLOCK or w.ndim == 0:
-        yield ...
-        return
-    step = max(1, BLOCK // max(1, w[0].size))
-    for start in range(0, len(w), step):
-        yield slice(start, start + step)
-
-
-def blocks(w: np.ndarray, book: codebook.Codebook) -> Iterator[tuple[slice, np.ndarray, codebook.Codebook]]:
-    """``w`` in blocks of rows, each with its slice of ``book``: an elementwise codebook function
-    applied block by block gives the same values as on the whole tensor."""
-    for rows in row_blocks(w):
-        n1 = book.n1[rows] if rows is not ... and book.n1.shape[0] > 1 else book.n1
-        yield rows, w[rows], codebook.Codebook(book.bits, n1, book.channel_axes)
 
 
 def stamp_metadata(model: onnx.ModelProto, options: QuantizeOptions, tensors: dict[str, dict]) -> None:

@@ -15,7 +15,7 @@ from inq_onnx.data import Samples, input_specs
 from inq_onnx.errors import VerificationError
 from inq_onnx.graph.io import tensor_values
 from inq_onnx.graph.tensors import constant_sites, iter_graphs
-from inq_onnx.quantize import blocks, quantized_tensors, tensor_codebook
+from inq_onnx.quantize import quantized_tensors
 from inq_onnx.runtime import first_line, session
 from inq_onnx.smoke import smoke_run
 
@@ -66,10 +66,10 @@ def off_codebook(model: onnx.ModelProto, base_dir: str | os.PathLike | None = No
 
 def count_off(q: np.ndarray, bits: int, axes: tuple[int, ...]) -> int:
     try:
-        book = tensor_codebook(q, bits, axes)
+        book = codebook.make_codebook_blockwise(q, bits, axes)
     except ValueError:
         return int(q.size)
-    return sum(int(np.sum(~codebook.in_codebook(part, part_book))) for _, part, part_book in blocks(q, book))
+    return sum(int(np.sum(~codebook.in_codebook(part, part_book))) for _, part, part_book in codebook.blocks(q, book))
 
 
 def synthetic_feeds(model: onnx.ModelProto, free_dim: int, seed: int = 0) -> dict[str, np.ndarray]:

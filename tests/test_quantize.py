@@ -110,17 +110,15 @@ def test_bad_options(kwargs):
 @pytest.mark.parametrize("shape, axes", [((70, 9, 3), ()), ((70, 9, 3), (0,)), ((9, 70), (1,)), ((6, 5, 4, 3), (0,)),
                                          ((2, 200), ())])
 def test_block_by_block_rounding_equals_the_whole_tensor(monkeypatch, shape, axes):
-    import importlib
-
     from inq_onnx import codebook
 
-    module = importlib.import_module("inq_onnx.quantize")  # the package's `quantize` is the function
+    module = codebook
     w = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     w[1] = 0  # an all-zero row: per channel it takes the tensor's n1
     book = codebook.make_codebook(w, 4, axes)
     monkeypatch.setattr(module, "BLOCK", 50)  # a few rows per block
     assert len(list(module.row_blocks(w))) > 1
-    blocked = module.tensor_codebook(w, 4, axes)
+    blocked = module.make_codebook_blockwise(w, 4, axes)
     np.testing.assert_array_equal(blocked.n1, book.n1)
     q = np.empty_like(w)
     for rows, part, part_book in module.blocks(w, blocked):
@@ -128,7 +126,7 @@ def test_block_by_block_rounding_equals_the_whole_tensor(monkeypatch, shape, axe
     np.testing.assert_array_equal(q, codebook.quantize(w, book))
     w[-1, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        module.tensor_codebook(w, 4, axes)
+        module.make_codebook_blockwise(w, 4, axes)
 
 
 def test_quantizing_a_file_needs_no_copy_and_a_model_stays_untouched(tmp_path):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import enum
 import os
+import sys
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,5 +68,15 @@ def export(model: onnx.ModelProto | str | os.PathLike, format: ExportFormat | st
     path = save_model(out, output, source=source, keep_data=source.path is None) if output is not None else None
     return ExportResult(format, out, path, report, kept, notes)
 
+
+class _CallableModule(types.ModuleType):
+    """Lets ``inq_onnx.export(model, "compact")`` call :func:`export` while ``inq_onnx.export``
+    stays this package, so ``import inq_onnx.export.compact`` keeps working."""
+
+    def __call__(self, *args, **kwargs) -> ExportResult:
+        return export(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["CodesReport", "CompactReport", "ExportFormat", "ExportResult", "decode", "export", "to_compact", "to_float"]

@@ -75,7 +75,12 @@ def to_compact(model: onnx.ModelProto, *, allow_float: bool = False,
                           "convert it with onnx.version_converter.convert_version(model, 11) before quantizing")
     original_ir = model.ir_version
     out = model if in_place else copy_model(model)
-    outcomes = [encode_listed(out, item, tensor_proto(out, item.site), exact=True) for item in listed_sites(out)]
+    outcomes = []
+    for item in listed_sites(out):
+        proto = tensor_proto(out, item.site)
+        outcomes.append(encode_listed(out, item, proto, exact=True))
+        if in_place and outcomes[-1].encoded is not None:
+            drop_values(proto)  # its codes replace it: free the float copy before the next weight
     kept = refuse_or_keep(outcomes, allow_float, "compact codes")
     done = [o for o in outcomes if o.encoded is not None]
     fresh = layout.FreshNames(all_names(out))
@@ -90,6 +95,11 @@ def to_compact(model: onnx.ModelProto, *, allow_float: bool = False,
                                   dtype_name(o.data_type), not o.encoded.uniform,
                                   o.encoded.codes.size * o.listed.bits / 8) for o in done)
     return out, CompactReport(tensors, tuple(kept), tuple(notes))
+
+
+def drop_values(proto: onnx.TensorProto) -> None:
+    for field_name in ("raw_data", "float_data", "int32_data", "double_data"):
+        proto.ClearField(field_name)
 
 
 def finish(out: onnx.ModelProto, original_ir: int, widths: set[int], opset: int, prefix: str) -> list[str]:

@@ -67,7 +67,7 @@ def recover_codebook(q: np.ndarray, bits: int, channel_axes: tuple[int, ...]) ->
     if not np.any(q):
         keepdims = tuple(d if i in axes else 1 for i, d in enumerate(q.shape))
         return codebook.Codebook(bits, np.zeros(keepdims, dtype=np.int64), axes)
-    return codebook.Codebook(bits, codebook.compute_n1(q, axes), axes)
+    return codebook.make_codebook_blockwise(q, bits, axes)
 
 
 def check_axes(channel_axes, ndim: int) -> tuple[int, ...]:
@@ -80,14 +80,17 @@ def check_axes(channel_axes, ndim: int) -> tuple[int, ...]:
 def encode_tensor(q: np.ndarray, bits: int, channel_axes: tuple[int, ...] = ()) -> Encoded:
     """The codes and n2 of quantized tensor ``q``; ValueError if ``q`` is not on its codebook."""
     bits = codebook.check_bits(bits)
+    q = np.asarray(q)
     book = recover_codebook(q, bits, channel_axes)
-    inside = codebook.in_codebook(q, book)
-    if not np.all(inside):
-        first = tuple(int(i) for i in np.argwhere(~inside)[0])
-        raise ValueError(f"{int(inside.size - inside.sum())} of {inside.size} values are off its {bits}-bit codebook "
-                         f"(first at index {list(first)}: {float(np.asarray(q)[first])!r}), "
-                         "so it is not fully quantized")
-    codes = codebook.encode(q, book).reshape(np.shape(q))
+    codes = np.empty(q.shape, dtype=np.int8)
+    for rows, part, part_book in codebook.blocks(q, book):
+        inside = codebook.in_codebook(part, part_book)
+        if not np.all(inside):
+            off = int(np.sum(~codebook.in_codebook(q, book)))
+            first = tuple(int(i) for i in np.argwhere(~codebook.in_codebook(q, book))[0])
+            raise ValueError(f"{off} of {q.size} values are off its {bits}-bit codebook "
+                             f"(first at index {list(first)}: {float(q[first])!r}), so it is not fully quantized")
+        codes[rows] = codebook.encode(part, part_book).reshape(np.shape(part))
     negative_zero = (np.asarray(q) == 0) & np.signbit(q)
     return Encoded(bits=bits, codes=codes, n2=book.n2, channel_axes=book.channel_axes,
                    negative_zero=negative_zero if negative_zero.any() else None)
@@ -102,13 +105,18 @@ def decoded_values(encoded: Encoded, dtype=np.float32) -> np.ndarray:
 def check_exact(encoded: Encoded, q: np.ndarray) -> None:
     """Raise ValueError unless the float32 decode of the compact format gives ``q`` exactly."""
     q = np.ascontiguousarray(q)
-    decoded = decoded_values(encoded, q.dtype)
     uint = np.dtype(f"u{q.dtype.itemsize}")
-    same = decoded.view(uint) == q.view(uint)  # bit for bit: -0.0 is not 0.0
-    if not np.all(same):
-        first = tuple(int(i) for i in np.argwhere(~same)[0])
-        raise ValueError(f"the float32 decode would give {float(decoded[first])!r} instead of {float(q[first])!r} at "
-                         f"index {list(first)} (its exponent n2 = {int(encoded.n2.min())} is below float32's range)")
+    for rows in codebook.row_blocks(q):
+        n2 = encoded.n2[rows] if rows is not ... and encoded.n2.shape[0] > 1 else encoded.n2
+        part = Encoded(encoded.bits, encoded.codes[rows], n2, encoded.channel_axes,
+                       None if encoded.negative_zero is None else encoded.negative_zero[rows])
+        decoded = decoded_values(part, q.dtype)
+        same = decoded.view(uint) == q[rows].view(uint)  # bit for bit: -0.0 is not 0.0
+        if not np.all(same):
+            first = tuple(int(i) for i in np.argwhere(~same)[0])
+            raise ValueError(f"the float32 decode would give {float(decoded[first])!r} instead of "
+                             f"{float(q[rows][first])!r} (its exponent n2 = {int(encoded.n2.min())} is below "
+                             "float32's range)")
 
 
 def n2_listing(encoded: Encoded) -> int | list:

@@ -21,6 +21,9 @@ import numpy as np
 from inq_onnx.codebook import check_bits
 
 
+PACK_CHUNK = 1 << 20  # codes packed at a time (a multiple of 8), so temporaries stay small
+
+
 def packed_size(count: int, bits: int) -> int:
     """Bytes that ``count`` codes of ``bits`` bits take: ceil(count·bits / 8)."""
     return (int(count) * check_bits(bits) + 7) // 8
@@ -42,6 +45,8 @@ def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
     low, high = code_range(bits)
     if flat.size and (flat.min() < low or flat.max() > high):
         raise ValueError(f"codes must lie in [{low}, {high}] for {bits} bits, got [{flat.min()}, {flat.max()}]")
+    if flat.size > PACK_CHUNK:  # 8 codes of b bits end on a byte boundary: chunks pack independently
+        return np.concatenate([pack_codes(flat[i:i + PACK_CHUNK], bits) for i in range(0, flat.size, PACK_CHUNK)])
     unsigned = (flat.astype(np.int16) & ((1 << bits) - 1)).astype(np.uint8)
     # each code's b low bits, MSB first: unpackbits gives 8 bits per byte, keep the last b
     bit_rows = np.unpackbits(unsigned[:, None], axis=1)[:, 8 - bits:]

@@ -57,3 +57,21 @@ def test_negative_zeros_are_carried_and_float32_underflow_is_caught():
     below = np.array([2.0 ** -100, 2.0 ** -150], dtype=np.float64)  # n2 = -163: 2^n2 underflows
     with pytest.raises(ValueError, match="below float32's range"):
         encoding.check_exact(encoding.encode_tensor(below, 8), below)
+
+
+@pytest.mark.parametrize("axes", [(), (0,), (1,)])
+def test_block_by_block_encoding_equals_the_whole_tensor(monkeypatch, axes):
+    from inq_onnx import codebook
+
+    w = np.random.default_rng(3).standard_normal((40, 30)).astype(np.float32)
+    q = codebook.quantize(w, codebook.make_codebook(w, 5, axes))
+    whole = encoding.encode_tensor(q, 5, axes)
+    monkeypatch.setattr(codebook, "BLOCK", 100)  # several blocks of rows
+    blocked = encoding.encode_tensor(q, 5, axes)
+    np.testing.assert_array_equal(blocked.codes, whole.codes)
+    np.testing.assert_array_equal(blocked.n2, whole.n2)
+    encoding.check_exact(blocked, q)
+    bad = q.copy()
+    bad[-1, -1] = 0.3
+    with pytest.raises(ValueError, match="off its 5-bit codebook"):
+        encoding.encode_tensor(bad, 5, axes)

@@ -79,3 +79,11 @@ def test_segments_and_field_indices(bits, count):
     back = np.where(unsigned >= 1 << (bits - 1), unsigned - (1 << bits), unsigned).reshape(-1)
     np.testing.assert_array_equal(back[:count], codes)
     assert not back[count:].any()
+
+
+@pytest.mark.parametrize("bits", [3, 5, 8])
+def test_chunked_packing_equals_packing_at_once(monkeypatch, bits):
+    codes = np.random.default_rng(bits).integers(-(1 << (bits - 2)), (1 << (bits - 2)) + 1, size=1001).astype(np.int8)
+    whole = packing.pack_codes(codes, bits)
+    monkeypatch.setattr(packing, "PACK_CHUNK", 64)
+    np.testing.assert_array_equal(packing.pack_codes(codes, bits), whole)
