@@ -1,12 +1,15 @@
-"""Graph plumbing shared by the rewrites: attributes, names, scopes, constants, shapes."""
+"""Graph plumbing shared by the rewrites: attributes, names, scopes, constants, shapes, the per-node pass."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
+from inq_onnx.graph.passes import PassResult, copy_model
+from inq_onnx.graph.tensors import iter_graphs, subgraphs
 
 
 def attr(node: onnx.NodeProto, name: str, default=None):
@@ -16,25 +19,6 @@ def attr(node: onnx.NodeProto, name: str, default=None):
             value = helper.get_attribute_value(a)
             return value.decode() if isinstance(value, bytes) else value
     return default
-
-
-def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
-    """The graphs held by ``node``'s attributes (If branches, Loop/Scan bodies)."""
-    found = []
-    for a in node.attribute:
-        if a.type == onnx.AttributeProto.GRAPH:
-            found.append(a.g)
-        elif a.type == onnx.AttributeProto.GRAPHS:
-            found.extend(a.graphs)
-    return found
-
-
-def iter_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    """``graph`` and every graph nested in it, depth first."""
-    yield graph
-    for node in graph.node:
-        for sub in subgraphs(node):
-            yield from iter_graphs(sub)
 
 
 def defined_names(graph: onnx.GraphProto) -> set[str]:
@@ -47,7 +31,7 @@ def defined_names(graph: onnx.GraphProto) -> set[str]:
 def all_names(graph: onnx.GraphProto) -> set[str]:
     """Every value name defined or used anywhere in ``graph`` and its subgraphs."""
     names: set[str] = set()
-    for g in iter_graphs(graph):
+    for _, g in iter_graphs(graph):
         names |= defined_names(g) | {v.name for v in g.output}
         names |= {i for n in g.node for i in n.input if i}
     return names
@@ -72,7 +56,7 @@ def rename_uses(graph: onnx.GraphProto, old: str, new: str) -> None:
     """Rename every use of ``old`` in ``graph`` and nested graphs, respecting shadowing."""
     for node in graph.node:
         node.input[:] = [new if i == old else i for i in node.input]
-        for sub in subgraphs(node):
+        for _, _, sub in subgraphs(node):
             if old not in defined_names(sub):
                 rename_uses(sub, old, new)
                 for out in sub.output:
@@ -160,7 +144,7 @@ def static_shape(types: dict[str, tuple[int, tuple | None]], name: str) -> tuple
 def used_names(graph: onnx.GraphProto) -> set[str]:
     """Names read by any node of ``graph`` or its subgraphs, or listed as an output."""
     used = {v.name for v in graph.output}
-    for g in iter_graphs(graph):
+    for _, g in iter_graphs(graph):
         used |= {i for n in g.node for i in n.input if i}
         if g is not graph:
             used |= {v.name for v in g.output}
@@ -175,3 +159,40 @@ def drop_unused_initializers(graph: onnx.GraphProto, candidates: set[str]) -> li
     del graph.initializer[:]
     graph.initializer.extend(keep)
     return dropped
+
+
+NodeRewrite = Callable[[onnx.GraphProto, onnx.NodeProto, dict, NameMaker], tuple[Optional[list[onnx.NodeProto]], str]]
+
+
+def rewrite_each(
+    model: onnx.ModelProto, op_type: str, rewrite: NodeRewrite, *,
+    released: Callable[[onnx.NodeProto], Iterable[str]] = lambda node: (),
+) -> PassResult:
+    """The per-node pass: each top-level ``op_type`` node of the default domain, rewritten in a copy.
+
+    ``rewrite(graph, node, types, fresh)`` returns ``(nodes, note)``: the nodes that replace
+    ``node`` (it may add initializers to ``graph``) and a line for the report, or ``(None, why)``
+    to leave it alone. The initializers among ``released(node)`` of the replaced nodes are
+    dropped once nothing reads them. The input model is returned when nothing was replaced.
+    """
+    targets = [i for i, n in enumerate(model.graph.node) if n.op_type == op_type and not n.domain]
+    if not targets:
+        return PassResult(model)
+    out = copy_model(model)
+    graph = out.graph
+    types = value_types(out)
+    fresh = NameMaker(all_names(graph))
+    replacements, notes, unused = {}, [], set()
+    for i in targets:
+        node = graph.node[i]
+        nodes, note = rewrite(graph, node, types, fresh)
+        if nodes is None:
+            notes.append(f"{op_type} '{node.name}' left alone: {note}")
+            continue
+        replacements[i] = nodes
+        notes.append(note)
+        unused |= set(released(node))
+    splice(graph, replacements)
+    if unused:
+        drop_unused_initializers(graph, unused)
+    return PassResult(out if replacements else model, len(replacements), tuple(notes))

@@ -14,10 +14,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from inq_onnx.graph.passes import PassResult, copy_model
-from inq_onnx.train.rewrites._graph import (
-    NameMaker, all_names, attr, const_value, drop_unused_initializers, splice, value_types,
-)
+from inq_onnx.graph.passes import PassResult
+from inq_onnx.train.rewrites._graph import NameMaker, attr, const_value, rewrite_each
 
 
 def affine_from_batchnorm(scale, bias, mean, var, eps: float) -> tuple[np.ndarray, np.ndarray]:
@@ -45,43 +43,32 @@ def _why_not(node: onnx.NodeProto, params: list, rank: int | None) -> str | None
     return None
 
 
+def _affine(graph: onnx.GraphProto, node: onnx.NodeProto, types: dict, fresh: NameMaker):
+    params = [const_value(graph, name) for name in node.input[1:5]]
+    shape = types.get(node.input[0], (0, None))[1]
+    reason = _why_not(node, params, None if shape is None else len(shape))
+    if reason:
+        return None, reason
+    eps = attr(node, "epsilon", 1e-5)
+    k, c = affine_from_batchnorm(*params, eps)
+    layout = (-1,) + (1,) * (len(shape) - 2)
+    dtype = params[0].dtype
+    scale_name, bias_name, mean_name, var_name = node.input[1:5]
+    k_name, c_name = fresh(f"{scale_name}__inq_bn_k"), fresh(f"{bias_name}__inq_bn_c")
+    graph.initializer.append(numpy_helper.from_array(k.astype(dtype).reshape(layout), k_name))
+    graph.initializer.append(numpy_helper.from_array(c.astype(dtype).reshape(layout), c_name))
+    base = node.name or node.output[0]
+    scaled = fresh(f"{base}/scaled")
+    nodes = [
+        helper.make_node("Mul", [node.input[0], k_name], [scaled], name=scaled),
+        helper.make_node("Add", [scaled, c_name], [node.output[0]], name=fresh(f"{base}/shifted")),
+    ]
+    return nodes, (
+        f"BatchNormalization '{node.name}': k '{k_name}', c '{c_name}' from scale '{scale_name}', "
+        f"B '{bias_name}', mean '{mean_name}', var '{var_name}', epsilon {eps!r}"
+    )
+
+
 def batchnorm_to_affine(model: onnx.ModelProto) -> PassResult:
     """Rewrite each top-level inference BatchNormalization as Mul + Add."""
-    targets = [i for i, n in enumerate(model.graph.node) if n.op_type == "BatchNormalization" and not n.domain]
-    if not targets:
-        return PassResult(model)
-    out = copy_model(model)
-    graph = out.graph
-    types = value_types(out)
-    fresh = NameMaker(all_names(graph))
-    replacements, notes, replaced_params = {}, [], set()
-    for i in targets:
-        node = graph.node[i]
-        params = [const_value(graph, name) for name in node.input[1:5]]
-        shape = types.get(node.input[0], (0, None))[1]
-        reason = _why_not(node, params, None if shape is None else len(shape))
-        if reason:
-            notes.append(f"BatchNormalization '{node.name}' left alone: {reason}")
-            continue
-        eps = attr(node, "epsilon", 1e-5)
-        k, c = affine_from_batchnorm(*params, eps)
-        layout = (-1,) + (1,) * (len(shape) - 2)
-        dtype = params[0].dtype
-        scale_name, bias_name, mean_name, var_name = node.input[1:5]
-        k_name, c_name = fresh(f"{scale_name}__inq_bn_k"), fresh(f"{bias_name}__inq_bn_c")
-        graph.initializer.append(numpy_helper.from_array(k.astype(dtype).reshape(layout), k_name))
-        graph.initializer.append(numpy_helper.from_array(c.astype(dtype).reshape(layout), c_name))
-        replaced_params |= set(node.input[1:5])
-        base = node.name or node.output[0]
-        scaled = fresh(f"{base}/scaled")
-        replacements[i] = [
-            helper.make_node("Mul", [node.input[0], k_name], [scaled], name=scaled),
-            helper.make_node("Add", [scaled, c_name], [node.output[0]], name=fresh(f"{base}/shifted")),
-        ]
-        notes.append(
-            f"BatchNormalization '{node.name}': k '{k_name}', c '{c_name}' from scale '{scale_name}', "
-            f"B '{bias_name}', mean '{mean_name}', var '{var_name}', epsilon {eps!r}"
-        )
-    splice(graph, replacements)
-    drop_unused_initializers(graph, replaced_params)
-    return PassResult(out if replacements else model, len(replacements), tuple(notes))
+    return rewrite_each(model, "BatchNormalization", _affine, released=lambda node: node.input[1:5])

@@ -14,8 +14,8 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
-from inq_onnx.graph.passes import PassResult, copy_model
-from inq_onnx.train.rewrites._graph import NameMaker, all_names, attr, constant, splice, static_shape, value_types
+from inq_onnx.graph.passes import PassResult
+from inq_onnx.train.rewrites._graph import NameMaker, attr, constant, rewrite_each, static_shape
 
 
 def _why_not(node: onnx.NodeProto, x_shape, w_shape) -> str | None:
@@ -68,24 +68,15 @@ def _shuffle_nodes(node, x_shape, w_shape, fresh, graph) -> list[onnx.NodeProto]
     return nodes
 
 
+def _conv_shuffle(graph: onnx.GraphProto, node: onnx.NodeProto, types: dict, fresh: NameMaker):
+    x_shape, w_shape = static_shape(types, node.input[0]), static_shape(types, node.input[1])
+    reason = _why_not(node, x_shape, w_shape)
+    if reason:
+        return None, reason
+    nodes = _shuffle_nodes(node, x_shape, w_shape, fresh, graph)
+    return nodes, f"ConvTranspose '{node.name}' -> Conv 1x1 + pixel shuffle (weight '{node.input[1]}' kept)"
+
+
 def convtranspose_to_conv_shuffle(model: onnx.ModelProto) -> PassResult:
     """Rewrite each top-level ConvTranspose with kernel == stride, no pads, group 1."""
-    targets = [i for i, n in enumerate(model.graph.node) if n.op_type == "ConvTranspose" and not n.domain]
-    if not targets:
-        return PassResult(model)
-    out = copy_model(model)
-    graph = out.graph
-    types = value_types(out)
-    fresh = NameMaker(all_names(graph))
-    replacements, notes = {}, []
-    for i in targets:
-        node = graph.node[i]
-        x_shape, w_shape = static_shape(types, node.input[0]), static_shape(types, node.input[1])
-        reason = _why_not(node, x_shape, w_shape)
-        if reason:
-            notes.append(f"ConvTranspose '{node.name}' left alone: {reason}")
-            continue
-        replacements[i] = _shuffle_nodes(node, x_shape, w_shape, fresh, graph)
-        notes.append(f"ConvTranspose '{node.name}' -> Conv 1x1 + pixel shuffle (weight '{node.input[1]}' kept)")
-    splice(graph, replacements)
-    return PassResult(out if replacements else model, len(replacements), tuple(notes))
+    return rewrite_each(model, "ConvTranspose", _conv_shuffle)

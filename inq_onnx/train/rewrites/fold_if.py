@@ -19,9 +19,8 @@ from onnx import helper, numpy_helper
 
 from inq_onnx.errors import InvalidOptionError, UnsupportedModelError
 from inq_onnx.graph.passes import PassResult, copy_model
-from inq_onnx.train.rewrites._graph import (
-    NameMaker, all_names, attr, defined_names, iter_graphs, rename_definition, splice, subgraphs,
-)
+from inq_onnx.graph.tensors import iter_graphs, subgraphs
+from inq_onnx.train.rewrites._graph import NameMaker, all_names, attr, defined_names, rename_definition, splice
 
 Feeds = Mapping[str, np.ndarray]
 
@@ -70,7 +69,7 @@ def _outer_names(graph: onnx.GraphProto, skip: int) -> set[str]:
     for j, node in enumerate(graph.node):
         names |= set(node.input) | set(node.output)
         if j != skip:
-            for sub in subgraphs(node):
+            for _, _, sub in subgraphs(node):
                 names |= all_names(sub)
     return names
 
@@ -100,7 +99,7 @@ def inline_branch(graph: onnx.GraphProto, index: int, take_then: bool) -> None:
 
 
 def _count_ifs(graph: onnx.GraphProto) -> int:
-    return sum(n.op_type == "If" for g in iter_graphs(graph) for n in g.node)
+    return sum(n.op_type == "If" for _, g in iter_graphs(graph) for n in g.node)
 
 
 def fold_if(

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import onnx
 
-from inq_onnx.train.rewrites._graph import all_names, iter_graphs, subgraphs, value_types
+from inq_onnx.graph.tensors import iter_graphs, subgraphs
+from inq_onnx.train.rewrites._graph import all_names, value_types
 
 _NO_BUILDER = "no gradient builder"
 # Measured on ORT 1.19.2 CPU (Loop/Scan excepted), each op alone after a Conv: generate_artifacts,
@@ -39,8 +40,8 @@ def _is_float(types: dict, name: str) -> bool:
 
 
 def _has_float_constant(node: onnx.NodeProto) -> bool:
-    for sub in subgraphs(node):
-        for g in iter_graphs(sub):
+    for _, _, sub in subgraphs(node):
+        for _, g in iter_graphs(sub):
             if any(t.data_type in _FLOATS for t in g.initializer):
                 return True
             if any(n.op_type == "Constant" and n.attribute and n.attribute[0].t.data_type in _FLOATS for n in g.node):
@@ -52,7 +53,7 @@ def _from_weights(graph: onnx.GraphProto, types: dict) -> set[int]:
     live = {t.name for t in graph.initializer if t.data_type in _FLOATS}
     reached = set()
     for i, node in enumerate(graph.node):
-        reads = set(node.input) | {n for sub in subgraphs(node) for n in all_names(sub)}
+        reads = set(node.input) | {n for _, _, sub in subgraphs(node) for n in all_names(sub)}
         is_weight = node.op_type == "Constant" and _is_float(types, node.output[0])
         if is_weight or reads & live or _has_float_constant(node):
             reached.add(i)
@@ -67,7 +68,7 @@ def _to_outputs(graph: onnx.GraphProto, types: dict) -> set[int]:
         node = graph.node[i]
         if needed & set(node.output):
             reached.add(i)
-            needed |= set(node.input) | {n for sub in subgraphs(node) for n in all_names(sub)}
+            needed |= set(node.input) | {n for _, _, sub in subgraphs(node) for n in all_names(sub)}
     return reached
 
 

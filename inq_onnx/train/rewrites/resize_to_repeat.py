@@ -13,10 +13,9 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from inq_onnx.graph.passes import PassResult, copy_model
+from inq_onnx.graph.passes import PassResult
 from inq_onnx.train.rewrites._graph import (
-    NameMaker, all_names, attr, const_value, constant, default_opset, drop_unused_initializers, splice,
-    static_shape, value_types,
+    NameMaker, attr, const_value, constant, default_opset, rewrite_each, static_shape,
 )
 
 _EXACT_MODES = {
@@ -70,41 +69,32 @@ def _factors(graph, node, types) -> tuple[tuple[int, ...] | None, str]:
     return factors, "" if factors else "scales are not constant integers >= 1"
 
 
+def _repeat(graph: onnx.GraphProto, node: onnx.NodeProto, types: dict, fresh: NameMaker):
+    factors, reason = _factors(graph, node, types)
+    if factors is None:
+        return None, reason
+    shape = static_shape(types, node.input[0])
+    expanded, ones, final = repeat_shapes(shape, factors)
+    base = node.name or node.output[0]
+    names = [fresh(f"{base}/{part}") for part in ("expanded_shape", "ones", "output_shape", "expanded", "repeated")]
+    elem_type = types[node.input[0]][0] or onnx.TensorProto.FLOAT
+    graph.initializer.extend([
+        constant(names[0], expanded, onnx.TensorProto.INT64),
+        constant(names[1], np.ones(ones), elem_type),
+        constant(names[2], final, onnx.TensorProto.INT64),
+    ])
+    nodes = [
+        helper.make_node("Reshape", [node.input[0], names[0]], [names[3]], name=names[3]),
+        helper.make_node("Mul", [names[3], names[1]], [names[4]], name=names[4]),
+        helper.make_node("Reshape", [names[4], names[2]], [node.output[0]], name=fresh(f"{base}/reshape")),
+    ]
+    return nodes, f"Resize '{node.name}' x{list(factors)} -> Reshape * ones -> Reshape"
+
+
 def resize_to_repeat(model: onnx.ModelProto) -> PassResult:
     """Rewrite each exact integer nearest Resize of the top-level graph as a repeat."""
-    targets = [i for i, n in enumerate(model.graph.node) if n.op_type == "Resize" and not n.domain]
-    if not targets:
-        return PassResult(model)
     if default_opset(model) < 11:
-        return PassResult(model, 0, (f"{len(targets)} Resize left alone: opset < 11 is not handled",))
-    out = copy_model(model)
-    graph = out.graph
-    types = value_types(out)
-    fresh = NameMaker(all_names(graph))
-    replacements, notes = {}, []
-    graph_inputs = {i: set(graph.node[i].input[1:]) for i in targets}
-    for i in targets:
-        node = graph.node[i]
-        factors, reason = _factors(graph, node, types)
-        if factors is None:
-            notes.append(f"Resize '{node.name}' left alone: {reason}")
-            continue
-        shape = static_shape(types, node.input[0])
-        expanded, ones, final = repeat_shapes(shape, factors)
-        base = node.name or node.output[0]
-        names = [fresh(f"{base}/{part}") for part in ("expanded_shape", "ones", "output_shape", "expanded", "repeated")]
-        elem_type = types[node.input[0]][0] or onnx.TensorProto.FLOAT
-        graph.initializer.extend([
-            constant(names[0], expanded, onnx.TensorProto.INT64),
-            constant(names[1], np.ones(ones), elem_type),
-            constant(names[2], final, onnx.TensorProto.INT64),
-        ])
-        replacements[i] = [
-            helper.make_node("Reshape", [node.input[0], names[0]], [names[3]], name=names[3]),
-            helper.make_node("Mul", [names[3], names[1]], [names[4]], name=names[4]),
-            helper.make_node("Reshape", [names[4], names[2]], [node.output[0]], name=fresh(f"{base}/reshape")),
-        ]
-        notes.append(f"Resize '{node.name}' x{list(factors)} -> Reshape * ones -> Reshape")
-    splice(graph, replacements)
-    drop_unused_initializers(graph, {name for i in replacements for name in graph_inputs[i]})
-    return PassResult(out if replacements else model, len(replacements), tuple(notes))
+        count = sum(n.op_type == "Resize" and not n.domain for n in model.graph.node)
+        if count:
+            return PassResult(model, 0, (f"{count} Resize left alone: opset < 11 is not handled",))
+    return rewrite_each(model, "Resize", _repeat, released=lambda node: node.input[1:])
