@@ -11,7 +11,7 @@ from inq_onnx.incremental import InqOptions
 from inq_onnx.jobs import inq_file, quantize_file
 from inq_onnx.options import QuantizeOptions
 from inq_onnx_cli.common import verbosity, verbosity_options
-from inq_onnx_cli.inq_options import parse_schedule_option, schedule_options, train_options, training_options
+from inq_onnx_cli.inq_options import parse_pins, parse_schedule_option, schedule_options, train_options, training_options
 from inq_onnx_cli.progress import Progress
 from inq_onnx_cli.render import print_inq_job, print_quantize_job
 
@@ -51,7 +51,8 @@ def quantize_command(ctx, model, bits, output, per_channel, include, exclude, mi
     options = QuantizeOptions(bits=bits, per_channel=per_channel, include=include, exclude=exclude, min_size=min_size)
     quiet = as_json or verbosity(ctx) < 0
     if data is None:
-        job = quantize_file(model, output, options, check=not no_verify, samples_path=val, compact=compact)
+        job = quantize_file(model, output, options, check=not no_verify, samples_path=val, compact=compact,
+                            pins=parse_pins(kw["pin"]))
         if as_json:
             click.echo(json.dumps(job_dict(job), indent=1, default=str))
         elif not quiet:

@@ -31,7 +31,8 @@ def print_quantize_job(job, verbose: bool = False) -> None:
         return
     v = job.verification
     ran = f"ONNX Runtime ran it on random inputs {v.run_shapes}" if v.run_shapes else \
-        "the float model rejects random inputs, so the random-input run was skipped (give --val samples)"
+        ("the float model rejects random inputs, so the random-input run was skipped (give --val samples, "
+         "or --pin an input such as a sample rate)")
     click.echo(f"verified: onnx.checker ok, {v.checked_tensors} tensors in their codebook, {ran}")
     if v.fidelity:
         print_fidelity(v.fidelity)

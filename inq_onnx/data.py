@@ -156,3 +156,12 @@ def check_labels(labels: np.ndarray, counts: set[int], num_classes: int | None, 
 
 def shape_text(shape: tuple[int | None, ...]) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def pinned_values(model: onnx.ModelProto, pins: dict) -> dict[str, np.ndarray]:
+    specs = {s.name: s for s in input_specs(model)}
+    unknown = [k for k in pins if k not in specs]
+    if unknown:
+        raise DataError(f"--pin names '{unknown[0]}', which is not an input of the model",
+                        f"pin one of {sorted(specs)}")
+    return {k: np.asarray(v, dtype=specs[k].dtype) for k, v in pins.items()}

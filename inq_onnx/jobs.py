@@ -10,7 +10,7 @@ from pathlib import Path
 
 import onnx
 
-from inq_onnx.data import Samples, load_samples
+from inq_onnx.data import Samples, load_samples, pinned_values
 from inq_onnx.errors import VerificationError
 from inq_onnx.graph.io import PROTOBUF_LIMIT, ModelWriter, check_writable_target, load_model, save_model, tensor_bytes
 from inq_onnx.options import QuantizeOptions
@@ -77,7 +77,7 @@ def compact_output(out: Path) -> None:
 
 def quantize_file(model_path: str | os.PathLike, output: str | os.PathLike | None, options: QuantizeOptions, *,
                   check: bool = True, samples_path: str | os.PathLike | None = None,
-                  compact: bool = False) -> QuantizeJob:
+                  compact: bool = False, pins: dict | None = None) -> QuantizeJob:
     """Load, quantize one-shot, save atomically, then verify (and measure fidelity on samples).
 
     The loaded model is quantized in place; with external data each new weight is streamed into
@@ -88,7 +88,9 @@ def quantize_file(model_path: str | os.PathLike, output: str | os.PathLike | Non
     model, source = load_model(model_path)
     out = Path(output) if output else default_output(Path(model_path), options.bits)
     check_writable_target(out, source)
-    samples: Samples | None = load_samples(samples_path, model, num_classes=class_count(model)) if samples_path else None
+    pins = pinned_values(model, pins or {})
+    samples: Samples | None = (load_samples(samples_path, model, num_classes=class_count(model), pinned=tuple(pins))
+                               if samples_path else None)
     log.info("quantizing %s to %d bits", model_path, options.bits)
     external = source.external_data or tensor_bytes(model) > PROTOBUF_LIMIT
     with ModelWriter(out, external_data=external, source=source) as writer:
@@ -99,7 +101,7 @@ def quantize_file(model_path: str | os.PathLike, output: str | os.PathLike | Non
         result = replace(result, model=onnx.load(str(out), load_external_data=False))
         gc.collect()  # the weight selection's use index holds it in reference cycles
     try:
-        report = verify(out, reference=source.path, samples=samples) if check else None
+        report = verify(out, reference=source.path, samples=samples, pins=pins) if check else None
     except VerificationError:
         discard_output(out)  # a model that failed its checks must not be left looking like a result
         raise

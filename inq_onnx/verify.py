@@ -73,8 +73,8 @@ def count_off(q: np.ndarray, bits: int, axes: tuple[int, ...]) -> int:
 
 
 def synthetic_feeds(model: onnx.ModelProto, free_dim: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs of the model's shapes: a leading dynamic dim is 1 (the batch), other dynamic
-    dims ``free_dim``; dims sharing a dim_param name get the same size."""
+    """Random inputs of the model's shapes: the batch dim (``InputSpec.sample_axis``, dynamic) is 1,
+    other dynamic dims ``free_dim``; dims sharing a dim_param name get the same size."""
     rng = np.random.default_rng(seed)
     named: dict[str, int] = {}
     feeds = {}
@@ -82,7 +82,8 @@ def synthetic_feeds(model: onnx.ModelProto, free_dim: int, seed: int = 0) -> dic
         shape = []
         for i, (dim, name) in enumerate(zip(spec.shape, spec.dim_names or (None,) * len(spec.shape))):
             if dim is None:
-                dim = named.setdefault(name, 1 if i == 0 else free_dim) if name else (1 if i == 0 else free_dim)
+                size = 1 if i == spec.sample_axis else free_dim
+                dim = named.setdefault(name, size) if name else size
             shape.append(dim)
         if np.issubdtype(spec.dtype, np.floating):
             feeds[spec.name] = rng.random(shape).astype(spec.dtype)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from inq_onnx.data import Samples, input_specs
+from inq_onnx.data import Samples, input_specs, pinned_values
 from inq_onnx.errors import DataError, TrainingError
 from inq_onnx.incremental import quantize_options_of, weight_sites
 from inq_onnx.options import QuantizeOptions
@@ -75,15 +75,6 @@ def teacher_mean_square(model: onnx.ModelProto, train: Samples, output: str, pin
     values = [teacher.run([output], {**feeds, **pins})[0] for feeds in train.batches(16, samples)]
     mean_square = float(np.mean(np.concatenate([np.ravel(v) for v in values]).astype(np.float64) ** 2))
     return mean_square if np.isfinite(mean_square) and mean_square > 0 else 1.0
-
-
-def pinned_values(model: onnx.ModelProto, pins: dict) -> dict[str, np.ndarray]:
-    specs = {s.name: s for s in input_specs(model)}
-    unknown = [k for k in pins if k not in specs]
-    if unknown:
-        raise DataError(f"--pin names '{unknown[0]}', which is not an input of the model",
-                        f"pin one of {sorted(specs)}")
-    return {k: np.asarray(v, dtype=specs[k].dtype) for k, v in pins.items()}
 
 
 def training_shapes(model: onnx.ModelProto, train: Samples, batch: int, pins) -> dict[str, tuple[int, ...]]:

@@ -89,3 +89,16 @@ def test_version_and_help():
     assert run("--version").stdout.startswith("inq-onnx, version")
     for command in ("quantize", "inspect"):
         assert "Example" in run(command, "--help").stdout
+
+
+@pytest.mark.slow
+def test_one_shot_pins_reach_verification_and_fidelity(tmp_path):
+    from tests.conftest import shared_model
+    model = shared_model("silero_vad.onnx")
+    chunks = np.random.default_rng(0).uniform(-0.3, 0.3, (8, 576)).astype(np.float32)
+    np.savez(tmp_path / "val.npz", input=chunks, state=np.zeros((8, 2, 128), np.float32))
+    proc = run("quantize", model, "--bits", "5", "--per-channel", "--pin", "sr=16000", "--val", tmp_path / "val.npz",
+               "-o", tmp_path / "q.onnx")
+    assert proc.returncode == 0, proc.stderr
+    assert "ONNX Runtime ran it on random inputs" in proc.stdout and "'sr': []" in proc.stdout
+    assert "fidelity on 8 samples" in proc.stdout
