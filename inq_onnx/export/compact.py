@@ -22,11 +22,11 @@ from onnx import helper
 
 from inq_onnx.errors import ExportError
 from inq_onnx.export import decode_op, layout
-from inq_onnx.export.sites import (COMPACT_KEY, Outcome, all_names, dtype_name, encode_listed, is_compact,
+from inq_onnx.export.sites import (COMPACT_KEY, Outcome, dtype_name, encode_listed, is_compact,
                                    listed_sites, refuse_or_keep)
 from inq_onnx.graph.io import PROTOBUF_LIMIT
 from inq_onnx.graph.passes import copy_model
-from inq_onnx.graph.tensors import get_graph, tensor_proto
+from inq_onnx.graph.tensors import all_names, default_opset, get_graph, tensor_proto
 
 FORMAT_VERSION = 1
 FUNCTIONS_IR_VERSION = 8
@@ -55,10 +55,6 @@ class CompactReport:
         return sum(t.packed_bytes for t in self.tensors)
 
 
-def default_opset(model: onnx.ModelProto) -> int:
-    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
-
-
 def to_compact(model: onnx.ModelProto, *, allow_float: bool = False,
                in_place: bool = False) -> tuple[onnx.ModelProto, CompactReport]:
     """The compact form of a quantized model (a new model, ``model`` left untouched; with
@@ -83,7 +79,7 @@ def to_compact(model: onnx.ModelProto, *, allow_float: bool = False,
             drop_values(proto)  # its codes replace it: free the float copy before the next weight
     kept = refuse_or_keep(outcomes, allow_float, "compact codes")
     done = [o for o in outcomes if o.encoded is not None]
-    fresh = layout.FreshNames(all_names(out))
+    fresh = layout.FreshNames(all_names(out.graph))
     by_graph: dict[tuple, list[Outcome]] = defaultdict(list)
     for outcome in done:
         by_graph[outcome.listed.site.graph_path].append(outcome)

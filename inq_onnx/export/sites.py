@@ -108,20 +108,6 @@ def refuse_or_keep(outcomes: list[Outcome], allow_float: bool, what: str) -> lis
     return [f"{o.listed.site.describe()} kept float: {o.reason}" for o in refused]
 
 
-def all_names(model: onnx.ModelProto) -> set[str]:
-    """Every value name in the model, subgraphs included (to pick fresh names)."""
-    names: set[str] = set()
-    for _, graph in iter_graphs(model.graph):
-        names.update(i.name for i in graph.input)
-        names.update(o.name for o in graph.output)
-        names.update(t.name for t in graph.initializer)
-        names.update(v.name for v in graph.value_info)
-        for node in graph.node:
-            names.update(node.input)
-            names.update(node.output)
-    return names
-
-
 def dtype_name(data_type: int) -> str:
     if data_type == onnx.TensorProto.BFLOAT16:
         return "bfloat16"

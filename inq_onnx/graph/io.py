@@ -20,7 +20,7 @@ from onnx import external_data_helper
 
 from inq_onnx.errors import ModelLoadError, ModelSaveError, UnsupportedModelError
 from inq_onnx.graph.tensor_check import check_tensors
-from inq_onnx.graph.tensors import TensorSite, tensor_proto, to_array, write_tensor
+from inq_onnx.graph.tensors import TensorSite, default_opset, tensor_proto, to_array, write_tensor
 
 MAX_IR_VERSION = 10  # what ONNX Runtime 1.19.2 loads
 MAX_OPSET = 21
@@ -80,7 +80,7 @@ def check_loadable(model: onnx.ModelProto, label: str) -> None:
         raise UnsupportedModelError(
             f"{label} has IR version {model.ir_version}; ONNX Runtime 1.19.2 loads at most {MAX_IR_VERSION}",
             f"set model.ir_version = {MAX_IR_VERSION} (onnx < 1.18 writes it by default) and save again")
-    default = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    default = default_opset(model)
     if default > MAX_OPSET:
         raise UnsupportedModelError(
             f"{label} uses opset {default}; ONNX Runtime 1.19.2 supports at most {MAX_OPSET}",

@@ -53,6 +53,23 @@ def iter_graphs(graph: onnx.GraphProto, path: GraphPath = ()) -> Iterator[tuple[
             yield from iter_graphs(sub, path + ((index, attr_name, i),))
 
 
+def all_names(graph: onnx.GraphProto) -> set[str]:
+    """Every value name defined, used or annotated anywhere in ``graph`` and its subgraphs
+    (what a fresh name must avoid)."""
+    names: set[str] = set()
+    for _, g in iter_graphs(graph):
+        names.update(v.name for v in (*g.input, *g.output, *g.value_info))
+        names.update(t.name for t in g.initializer)
+        for node in g.node:
+            names.update(n for n in (*node.input, *node.output) if n)
+    return names
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    """The version of the default ONNX domain the model imports (0 if none)."""
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
 def get_graph(model: onnx.ModelProto, path: GraphPath) -> onnx.GraphProto:
     graph = model.graph
     for node_index, attr_name, i in path:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 import onnx
 
 from inq_onnx.errors import InvalidOptionError, UnsupportedModelError
-from inq_onnx.train.rewrites._graph import default_opset
+from inq_onnx.graph.tensors import default_opset
 
 _FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
 

@@ -106,3 +106,13 @@ def test_include_exclude_and_min_size():
     assert found["fc.w"].skip_reason == "excluded by --exclude"
     assert found["conv.w"].skip_reason.startswith("smaller than --min-size")  # 54 values
     assert found["conv.b"].selected and "included by --include" in found["conv.b"].notes[-1]
+
+
+def test_all_names_and_default_opset_cover_subgraphs_and_imports():
+    from inq_onnx.graph.tensors import all_names, default_opset
+    from tests.conftest import make_model
+    branch = helper.make_graph([helper.make_node("Identity", ["x"], ["inner"])], "b", [], [vi("inner", [1])])
+    model = make_model([helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=branch)],
+                       [vi("x", [1]), vi("c", [], TensorProto.BOOL)], [vi("y", [1])], opset=13)
+    assert {"x", "c", "y", "inner"} <= all_names(model.graph)
+    assert default_opset(model) == 13

@@ -1,7 +1,7 @@
 from tests.train.train_helpers import max_diff, model_from_text, rand
 
 from inq_onnx.train.rewrites import clip_opset_bump
-from inq_onnx.train.rewrites._graph import default_opset
+from inq_onnx.graph.tensors import default_opset
 
 CLIP = """
 <ir_version: 7, opset_import: ["" : %d]>

@@ -9,7 +9,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from inq_onnx.graph.passes import PassResult, copy_model
-from inq_onnx.graph.tensors import iter_graphs, subgraphs
+from inq_onnx.graph.tensors import all_names, iter_graphs, subgraphs
 
 
 def attr(node: onnx.NodeProto, name: str, default=None):
@@ -25,15 +25,6 @@ def defined_names(graph: onnx.GraphProto) -> set[str]:
     """Names defined in this scope only: inputs, initializers and node outputs."""
     names = {v.name for v in graph.input} | {t.name for t in graph.initializer}
     names |= {o for n in graph.node for o in n.output if o}
-    return names
-
-
-def all_names(graph: onnx.GraphProto) -> set[str]:
-    """Every value name defined or used anywhere in ``graph`` and its subgraphs."""
-    names: set[str] = set()
-    for _, g in iter_graphs(graph):
-        names |= defined_names(g) | {v.name for v in g.output}
-        names |= {i for n in g.node for i in n.input if i}
     return names
 
 
@@ -99,14 +90,6 @@ def constant(name: str, value, elem_type: int = onnx.TensorProto.FLOAT) -> onnx.
     """An initializer ``name`` holding ``value`` as ``elem_type``."""
     dtype = helper.tensor_dtype_to_np_dtype(elem_type)
     return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
-
-
-def default_opset(model: onnx.ModelProto) -> int:
-    """The version of the default ONNX domain the model imports."""
-    for op in model.opset_import:
-        if op.domain in ("", "ai.onnx"):
-            return op.version
-    return 0
 
 
 def value_types(model: onnx.ModelProto) -> dict[str, tuple[int, tuple | None]]:

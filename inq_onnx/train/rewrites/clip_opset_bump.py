@@ -11,7 +11,7 @@ from onnx import version_converter
 
 from inq_onnx.errors import UnsupportedModelError
 from inq_onnx.graph.passes import PassResult, copy_model
-from inq_onnx.train.rewrites._graph import default_opset
+from inq_onnx.graph.tensors import default_opset
 
 MIN_TRAINING_OPSET = 12
 

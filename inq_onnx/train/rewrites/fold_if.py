@@ -19,8 +19,8 @@ from onnx import helper, numpy_helper
 
 from inq_onnx.errors import InvalidOptionError, UnsupportedModelError
 from inq_onnx.graph.passes import PassResult, copy_model
-from inq_onnx.graph.tensors import iter_graphs, subgraphs
-from inq_onnx.train.rewrites._graph import NameMaker, all_names, attr, defined_names, rename_definition, splice
+from inq_onnx.graph.tensors import all_names, iter_graphs, subgraphs
+from inq_onnx.train.rewrites._graph import NameMaker, attr, defined_names, rename_definition, splice
 
 Feeds = Mapping[str, np.ndarray]
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import onnx
 
-from inq_onnx.graph.tensors import iter_graphs, subgraphs
-from inq_onnx.train.rewrites._graph import all_names, value_types
+from inq_onnx.graph.tensors import all_names, iter_graphs, subgraphs
+from inq_onnx.train.rewrites._graph import value_types
 
 _NO_BUILDER = "no gradient builder"
 # Measured on ORT 1.19.2 CPU (Loop/Scan excepted), each op alone after a Conv: generate_artifacts,

@@ -11,7 +11,8 @@ import onnx
 from onnx import helper
 
 from inq_onnx.graph.passes import PassResult, copy_model
-from inq_onnx.train.rewrites._graph import NameMaker, all_names, attr, constant, default_opset, splice, value_types
+from inq_onnx.graph.tensors import all_names, default_opset
+from inq_onnx.train.rewrites._graph import NameMaker, attr, constant, splice, value_types
 
 _PARAMS = {"HardSigmoid": (0.2, 0.5), "HardSwish": (1.0 / 6.0, 0.5)}
 

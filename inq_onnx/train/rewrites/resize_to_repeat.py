@@ -14,9 +14,8 @@ import onnx
 from onnx import helper
 
 from inq_onnx.graph.passes import PassResult
-from inq_onnx.train.rewrites._graph import (
-    NameMaker, attr, const_value, constant, default_opset, rewrite_each, static_shape,
-)
+from inq_onnx.graph.tensors import default_opset
+from inq_onnx.train.rewrites._graph import NameMaker, attr, const_value, constant, rewrite_each, static_shape
 
 _EXACT_MODES = {
     ("asymmetric", "floor"),
