@@ -159,6 +159,7 @@ class ZooModel:
 ZOO: dict[str, ZooModel] = {m.file: m for m in (
     ZooModel("lenet5_mnist.onnx", run_classifier(mnist), score_classifier, "mnist_5k test x/255 (1000)"),
     ZooModel("resnet8_mnist.onnx", run_classifier(mnist), score_classifier, "mnist_5k test x/255 (1000)"),
+    ZooModel("vit_mnist.onnx", run_classifier(mnist), score_classifier, "mnist_5k test x/255 (1000)"),
     ZooModel("mlp_digits.onnx", run_classifier(digits, output=1), score_classifier, "digits test /16 (359)"),
     ZooModel("ch_ppocr_mobile_v2.0_cls_infer.onnx", run_textlines, score_classifier, f"textlines x ({TEXT_LINES})"),
     ZooModel("320n.onnx", run_photos("x320", "photos.npz", "images"), score_yolo, f"photos x320 ({PHOTOS})"),
