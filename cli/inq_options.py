@@ -14,7 +14,7 @@ def schedule_options(command):
     for option in reversed([
         click.option("--schedule", metavar="S1,S2,...,1", help="Accumulated portions sigma [default: the paper's for --bits]."),
         click.option("--partition", type=click.Choice([p.value for p in PartitionStrategy]), default="magnitude",
-                     show_default=True, help="Which float weights to quantize next: largest |w| first, or random (seeded)."),
+                     show_default=True, help="Which float weights to quantize next: largest |w| first, random (seeded), or smallest relative rounding error first."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random partition and batch order."),
     ]):
         command = option(command)

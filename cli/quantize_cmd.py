@@ -7,6 +7,7 @@ import json
 import click
 
 from inq_onnx.codebook import MAX_BITS, MIN_BITS
+from inq_onnx.codebook_range import RangeRule
 from inq_onnx.incremental import InqOptions
 from inq_onnx.jobs import inq_file, quantize_file
 from inq_onnx.options import QuantizeOptions
@@ -22,6 +23,9 @@ from inq_onnx_cli.render import print_inq_job, print_quantize_job
               help="Bit-width b: weights become 0 or ±2^k with 2^(b-2) exponents per sign.")
 @click.option("-o", "--output", type=click.Path(path_type=str), help="Output file [default: MODEL.inq<bits>.onnx].")
 @click.option("--per-channel", is_flag=True, help="One codebook per output channel (beyond the paper).")
+@click.option("--range", "range_rule", type=click.Choice([r.value for r in RangeRule]),
+              default=QuantizeOptions().range.value, show_default=True,
+              help="How each codebook's top 2^n1 is chosen: from max|w| (paper) or by least rounding error (mse, outliers clamp).")
 @click.option("--include", multiple=True, metavar="PATTERN", help="Also quantize these tensors (name or glob).")
 @click.option("--exclude", multiple=True, metavar="PATTERN", help="Never quantize these tensors (name or glob).")
 @click.option("--min-size", type=click.IntRange(min=0), default=0, show_default=True, help="Skip tensors with fewer values.")
@@ -35,7 +39,7 @@ from inq_onnx_cli.render import print_inq_job, print_quantize_job
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @verbosity_options
 @click.pass_context
-def quantize_command(ctx, model, bits, output, per_channel, include, exclude, min_size, data, val, compact,
+def quantize_command(ctx, model, bits, output, per_channel, range_rule, include, exclude, min_size, data, val, compact,
                      no_verify, as_json, **kw):
     """Turn the weights of MODEL into powers of two or zero.
 
@@ -48,7 +52,8 @@ def quantize_command(ctx, model, bits, output, per_channel, include, exclude, mi
       inq-onnx quantize model.onnx --bits 4 --data train.npz --val val.npz -o model.inq4.onnx
       inq-onnx quantize model.onnx --bits 3 --data unlabeled.npz --loss distill
     """
-    options = QuantizeOptions(bits=bits, per_channel=per_channel, include=include, exclude=exclude, min_size=min_size)
+    options = QuantizeOptions(bits=bits, per_channel=per_channel, include=include, exclude=exclude, min_size=min_size,
+                              range=range_rule)
     quiet = as_json or verbosity(ctx) < 0
     if data is None:
         job = quantize_file(model, output, options, check=not no_verify, samples_path=val, compact=compact,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from inq_onnx.codebook import MAX_BITS, MIN_BITS
+from inq_onnx.codebook_range import RangeRule
 from inq_onnx.incremental import InqOptions, quantized_share
 from inq_onnx.jobs import step_file
 from inq_onnx.options import QuantizeOptions
@@ -17,11 +18,13 @@ from inq_onnx_cli.inq_options import parse_schedule_option, schedule_options
 @click.option("-o", "--output", type=click.Path(path_type=str), help="Output [default: MODEL.step<n>.onnx].")
 @click.option("-b", "--bits", type=click.IntRange(MIN_BITS, MAX_BITS), help="Bit-width (first step only; later steps read the sidecar).")
 @click.option("--per-channel", is_flag=True, help="One codebook per output channel (first step only).")
+@click.option("--range", "range_rule", type=click.Choice([r.value for r in RangeRule]),
+              help=f"How n1 is chosen: paper or mse (first step only) [default: {QuantizeOptions().range.value}].")
 @click.option("--sidecar", type=click.Path(path_type=str), help="Mask sidecar of MODEL [default: MODEL.inq.safetensors if present].")
 @schedule_options
 @verbosity_options
 @click.pass_context
-def step_command(ctx, model, output, bits, per_channel, sidecar, schedule, partition, seed):
+def step_command(ctx, model, output, bits, per_channel, range_rule, sidecar, schedule, partition, seed):
     """One INQ step without training: grow the masks to the next sigma and round the newly
     frozen weights. Retrain the output in any framework, keeping masked weights fixed (see the
     sidecar format in the README), then run `inq-onnx step` on the retrained model.
@@ -32,8 +35,9 @@ def step_command(ctx, model, output, bits, per_channel, sidecar, schedule, parti
       inq-onnx step step1.onnx -o step2.onnx               # options come from step1's sidecar
     """
     inq = None
-    if bits is not None or per_channel or schedule:
-        inq = InqOptions(QuantizeOptions(bits=bits or 4, per_channel=per_channel),
+    if bits is not None or per_channel or schedule or range_rule:
+        rule = {"range": range_rule} if range_rule else {}
+        inq = InqOptions(QuantizeOptions(bits=bits or 4, per_channel=per_channel, **rule),
                          schedule=parse_schedule_option(schedule), strategy=partition, seed=seed)
     out, side, state = step_file(model, output, inq, sidecar=sidecar)
     if verbosity(ctx) >= 0:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import onnx
 
-from inq_onnx import codebook as cb
+from inq_onnx.codebook_range import RangeRule, make_codebook_by, resolve_rule
 from inq_onnx.errors import SidecarError
 from inq_onnx.graph.fingerprint import structure_fingerprint
 from inq_onnx.graph.passes import copy_model
@@ -64,12 +64,14 @@ def start(model: onnx.ModelProto, options: InqOptions) -> Sidecar:
     tensors = {}
     for key, site in weight_sites(model, options.quantize).items():
         w = read_tensor(model, site)
+        rule = resolve_rule(options.quantize.range, options.quantize.bits, bool(axes.get(site)))
         try:
-            book = cb.make_codebook(w, options.quantize.bits, axes.get(site, ()))
+            book = make_codebook_by(w, options.quantize.bits, axes.get(site, ()), rule)
         except ValueError:  # all zeros or not finite: nothing to learn, left as is
             continue
         mask = initial_mask(w)
-        tensors[key] = TensorState(mask=mask, codebook=book, dtype=str(w.dtype), n_pruned=int(mask.sum()))
+        tensors[key] = TensorState(mask=mask, codebook=book, dtype=str(w.dtype), n_pruned=int(mask.sum()),
+                                   range_rule=rule)
     return Sidecar(bits=options.quantize.bits, schedule=options.schedule, step=-1, strategy=options.strategy,
                    seed=options.seed, fingerprint=structure_fingerprint(model), options=options.as_dict(),
                    tensors=tensors)
@@ -103,7 +105,8 @@ def partition_step(model: onnx.ModelProto, sidecar: Sidecar) -> tuple[onnx.Model
     for key, state in sidecar.tensors.items():
         w = read_tensor(out, sites[key])
         rng = partition_rng(sidecar.seed, key, step) if sidecar.strategy is PartitionStrategy.RANDOM else None
-        mask = grow_mask(w, state.mask, sigma, n_pruned=state.n_pruned, strategy=sidecar.strategy, rng=rng)
+        mask = grow_mask(w, state.mask, sigma, n_pruned=state.n_pruned, strategy=sidecar.strategy, rng=rng,
+                         codebook=state.codebook)
         write_tensor(out, sites[key], apply_step(w, state.mask, mask, state.codebook))
         tensors[key] = replace(state, mask=mask)
     new_state = replace(sidecar, step=step, tensors=tensors)
@@ -123,14 +126,17 @@ def options_of(sidecar: Sidecar) -> InqOptions:
 
 
 def quantize_options_of(sidecar: Sidecar) -> dict:
-    keys = ("bits", "per_channel", "include", "exclude", "min_size")
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in sidecar.options.items() if k in keys}
+    """The one-shot options a sidecar records (one written before ``range`` existed: the paper's)."""
+    keys = ("bits", "per_channel", "include", "exclude", "min_size", "range")
+    recorded = {k: tuple(v) if isinstance(v, list) else v for k, v in sidecar.options.items() if k in keys}
+    return {"range": RangeRule.PAPER.value, **recorded}
 
 
 def stamp_final(model: onnx.ModelProto, sidecar: Sidecar, sites: dict[str, TensorSite]) -> None:
     """Once every weight is frozen, the model carries the same stamp as a one-shot result."""
     options = QuantizeOptions(**quantize_options_of(sidecar))
-    recorded = {sites[k].name: {"channel_axes": list(s.codebook.channel_axes)} for k, s in sidecar.tensors.items()}
+    recorded = {sites[k].name: {"channel_axes": list(s.codebook.channel_axes), "range": s.range_rule.value}
+                for k, s in sidecar.tensors.items()}
     stamp_metadata(model, options, recorded)
 
 

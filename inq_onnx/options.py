@@ -5,18 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from inq_onnx.codebook import MAX_BITS, MIN_BITS, check_bits
+from inq_onnx.codebook_range import RangeRule
 from inq_onnx.errors import InvalidOptionError
 
 
 @dataclass(frozen=True)
 class QuantizeOptions:
-    """What one-shot quantization does. ``include``/``exclude`` are names or glob patterns."""
+    """What one-shot quantization does. ``include``/``exclude`` are names or glob patterns;
+    ``range`` is the rule that picks each codebook's n1 (see ``codebook_range``)."""
 
     bits: int = 4
     per_channel: bool = False
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     min_size: int = 0
+    range: RangeRule = RangeRule.AUTO
 
     def __post_init__(self) -> None:
         try:
@@ -27,9 +30,15 @@ class QuantizeOptions:
         if isinstance(self.min_size, bool) or not isinstance(self.min_size, int) or self.min_size < 0:
             raise InvalidOptionError(f"min_size must be a non-negative integer, got {self.min_size!r}",
                                      "pass e.g. --min-size 64")
+        try:
+            object.__setattr__(self, "range", RangeRule(self.range))
+        except ValueError:
+            raise InvalidOptionError(f"range must be one of {[r.value for r in RangeRule]}, got {self.range!r}",
+                                     "pass e.g. --range mse") from None
         object.__setattr__(self, "include", tuple(self.include))
         object.__setattr__(self, "exclude", tuple(self.exclude))
 
     def as_dict(self) -> dict:
         return {"bits": self.bits, "per_channel": self.per_channel, "include": list(self.include),
-                "exclude": list(self.exclude), "min_size": self.min_size}
+                "exclude": list(self.exclude), "min_size": self.min_size,
+                "range": self.range.value}

@@ -24,13 +24,14 @@ from inq_onnx.codebook import Codebook, in_codebook, quantize
 
 __all__ = [
     "PartitionStrategy", "initial_mask", "target_count", "partition_rng", "grow_mask",
-    "check_grows", "apply_step", "frozen_off_codebook",
+    "check_grows", "apply_step", "frozen_off_codebook", "relative_rounding_error",
 ]
 
 
 class PartitionStrategy(enum.Enum):
     MAGNITUDE = "magnitude"  # the paper's "pruning-inspired" choice: largest |w| first
     RANDOM = "random"  # the paper's ablation, seeded
+    ROUNDING_ERROR = "rounding-error"  # smallest relative rounding error |w - Q(w)| / |w| first
 
 
 def initial_mask(w: np.ndarray) -> np.ndarray:
@@ -75,12 +76,14 @@ def grow_mask(
     n_pruned: int,
     strategy: PartitionStrategy = PartitionStrategy.MAGNITUDE,
     rng: np.random.Generator | None = None,
+    codebook: Codebook | None = None,
 ) -> np.ndarray:
     """A new mask with exactly ``target_count(w.size, n_pruned, sigma)`` entries True.
 
     Only entries still float (``~mask``) are added: the largest |w| (MAGNITUDE; equal magnitudes
-    go to the lower flat index) or a uniform choice drawn from ``rng`` (RANDOM; see
-    :func:`partition_rng`). ``n_pruned`` is the number of exact zeros of the *pre-trained* tensor,
+    go to the lower flat index), a uniform choice drawn from ``rng`` (RANDOM; see
+    :func:`partition_rng`) or the smallest relative rounding error to ``codebook``
+    (ROUNDING_ERROR, see :func:`relative_rounding_error`; ties to the lower flat index). ``n_pruned`` is the number of exact zeros of the *pre-trained* tensor,
     which the current weights no longer tell (quantizing rounds some weights to zero).
     Raises ValueError if ``mask`` already holds more entries than the target (masks only grow).
     """
@@ -107,10 +110,24 @@ def grow_mask(
         magnitude = np.abs(w.reshape(-1)[free])
         if not np.all(np.isfinite(magnitude)):
             raise ValueError("the tensor holds NaN or infinite values")
-        chosen = _largest(magnitude, k)
+        if strategy is PartitionStrategy.ROUNDING_ERROR:
+            if codebook is None:
+                raise ValueError("the rounding-error partition needs the tensor's codebook")
+            chosen = _largest(-relative_rounding_error(w, codebook).reshape(-1)[free], k)
+        else:
+            chosen = _largest(magnitude, k)
     new_flat = flat_mask.copy()
     new_flat[free[chosen]] = True
     return new_flat.reshape(w.shape)
+
+
+def relative_rounding_error(w: np.ndarray, codebook: Codebook) -> np.ndarray:
+    """|w - Q(w)| / |w| per entry (Eq. 4 rounding), in [0, 1]: 0 on a codebook value (and for w = 0),
+    1 for a weight that rounds to zero, below 1 for one clamped to ±2^n1."""
+    w64 = np.asarray(w, dtype=np.float64)
+    q = quantize(w64, codebook)
+    magnitude = np.abs(w64)
+    return np.divide(np.abs(w64 - q), magnitude, out=np.zeros_like(magnitude), where=magnitude > 0)
 
 
 def check_grows(old: np.ndarray, new: np.ndarray) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 
 from inq_onnx import __version__, codebook
+from inq_onnx.codebook_range import RangeRule, make_codebook_by, resolve_rule
 from inq_onnx.graph.io import load_model
 from inq_onnx.graph.passes import copy_model
 from inq_onnx.graph.tensors import TensorSite, read_tensor, write_tensor
@@ -28,14 +29,16 @@ TensorWriter = Callable[[onnx.ModelProto, TensorSite, np.ndarray], None]
 
 
 def quantize(model: onnx.ModelProto | str | os.PathLike, *, bits: int = 4, per_channel: bool = False,
-             include=(), exclude=(), min_size: int = 0) -> QuantizeResult:
+             include=(), exclude=(), min_size: int = 0, range: RangeRule | str = RangeRule.AUTO) -> QuantizeResult:
     """Round every weight of ``model`` to the INQ codebook for ``bits`` (one shot, no data).
 
     ``model`` is an in-memory ``onnx.ModelProto`` (left untouched) or a path. Returns the new
     model and a per-tensor report (n1, n2, fraction zero, relative L2 error, skip reasons).
+    ``range`` picks each codebook's n1: "paper" (from max|W|), "mse" (least rounding error) or
+    "auto" (mse at 2 bits and at 3 bits per tensor, else paper: see ``codebook_range``).
     """
     options = QuantizeOptions(bits=bits, per_channel=per_channel, include=tuple(include),
-                              exclude=tuple(exclude), min_size=min_size)
+                              exclude=tuple(exclude), min_size=min_size, range=range)
     loaded, source = load_model(model)
     return quantize_model(loaded, options, in_place=source.path is not None)  # a model read here is ours
 
@@ -55,7 +58,7 @@ def quantize_model(model: onnx.ModelProto, options: QuantizeOptions, *, in_place
         report = quantize_tensor(out, candidate, options, write)
         reports.append(report)
         if report.quantized:
-            recorded[candidate.name] = {"channel_axes": list(report.channel_axes)}
+            recorded[candidate.name] = {"channel_axes": list(report.channel_axes), "range": report.range_rule}
     stamp_metadata(out, options, recorded)
     return QuantizeResult(model=out, options=options, tensors=tuple(reports))
 
@@ -68,15 +71,16 @@ def quantize_tensor(model: onnx.ModelProto, candidate: Candidate, options: Quant
                     write: TensorWriter = write_tensor) -> TensorReport:
     w = read_tensor(model, candidate.site)
     axes = channel_axes_for(candidate, options)
+    rule = resolve_rule(options.range, options.bits, bool(axes))
     try:
-        book = codebook.make_codebook_blockwise(w, options.bits, axes)
+        book = make_codebook_by(w, options.bits, axes, rule)
     except ValueError as e:  # all zeros, NaN or Inf: nothing sensible to round
         return skipped_report(candidate, reason=str(e).replace("the tensor ", ""))
     q = np.empty_like(w)
     for rows, part, part_book in codebook.blocks(w, book):
         q[rows] = codebook.quantize(part, part_book)
     write(model, candidate.site, q)
-    return tensor_report(candidate, w, q, book)
+    return tensor_report(candidate, w, q, book, rule)
 
 
 def stamp_metadata(model: onnx.ModelProto, options: QuantizeOptions, tensors: dict[str, dict]) -> None:
@@ -94,7 +98,8 @@ def stamp_metadata(model: onnx.ModelProto, options: QuantizeOptions, tensors: di
 
 
 def quantized_tensors(model: onnx.ModelProto) -> tuple[int, dict[str, dict]] | None:
-    """(bits, {name: {"channel_axes": [...]}}) as stamped by quantization, or None."""
+    """(bits, {name: {"channel_axes": [...], "range": rule}}) as stamped by quantization, or None
+    (stamps written before the range rule existed have no "range": their n1 is the paper's)."""
     for prop in model.metadata_props:
         if prop.key == METADATA_KEY:
             data = json.loads(prop.value)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from inq_onnx.codebook import Codebook
+from inq_onnx.codebook_range import RangeRule
 
 if TYPE_CHECKING:  # only for annotations: report stays free of graph imports at run time
     import onnx
@@ -27,6 +28,7 @@ class TensorReport:
     channel_axes: tuple[int, ...] = ()
     n1: tuple[int, int] | None = None  # (min, max) over channels; equal when per-tensor
     n2: tuple[int, int] | None = None
+    range_rule: str | None = None  # the rule that chose n1: "paper" or "mse" (codebook_range.RangeRule)
     fraction_zero: float | None = None
     rel_l2_error: float | None = None
     notes: tuple[str, ...] = field(default=())
@@ -69,12 +71,14 @@ def relative_error(w: np.ndarray, q: np.ndarray, block: int = 1 << 20) -> float:
     return float(np.sqrt(error2)) / float(np.sqrt(norm2)) if norm2 else 0.0
 
 
-def tensor_report(candidate: "Candidate", w: np.ndarray, q: np.ndarray, book: Codebook) -> TensorReport:
+def tensor_report(candidate: "Candidate", w: np.ndarray, q: np.ndarray, book: Codebook,
+                  rule: RangeRule = RangeRule.PAPER) -> TensorReport:
     error = relative_error(w, q)
     return TensorReport(
         name=candidate.name, shape=candidate.shape, dtype=candidate.dtype, uses=candidate.uses, quantized=True,
         channel_axes=book.channel_axes, n1=(int(book.n1.min()), int(book.n1.max())),
-        n2=(int(book.n2.min()), int(book.n2.max())), fraction_zero=float(np.mean(q == 0)) if q.size else 0.0,
+        n2=(int(book.n2.min()), int(book.n2.max())), range_rule=RangeRule(rule).value,
+        fraction_zero=float(np.mean(q == 0)) if q.size else 0.0,
         rel_l2_error=error, notes=candidate.notes)
 
 
@@ -97,9 +101,9 @@ def format_table(rows: list[list[str]], header: list[str]) -> str:
 
 def quantized_table(result: QuantizeResult) -> str:
     rows = [[t.name, "x".join(map(str, t.shape)) or "scalar", t.dtype, "channel" if t.channel_axes else "tensor",
-             exponent_range(t.n1), exponent_range(t.n2), f"{t.fraction_zero:.3f}", f"{t.rel_l2_error:.4f}"]
-            for t in result.quantized]
-    return format_table(rows, ["tensor", "shape", "dtype", "codebook", "n1", "n2", "zero", "rel. L2 err"])
+             exponent_range(t.n1), t.range_rule or "-", exponent_range(t.n2), f"{t.fraction_zero:.3f}",
+             f"{t.rel_l2_error:.4f}"] for t in result.quantized]
+    return format_table(rows, ["tensor", "shape", "dtype", "codebook", "n1", "n1 rule", "n2", "zero", "rel. L2 err"])
 
 
 def skipped_summary(result: QuantizeResult, verbose: bool = False) -> str:

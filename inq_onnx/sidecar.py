@@ -3,7 +3,9 @@
 Tensors: ``mask/<name>`` uint8 in the weight's shape (1 = quantized and frozen, 0 = float) and
 ``n1/<name>`` int32 in the codebook's keepdims shape. Metadata: one key ``inq_onnx`` holding JSON
 (format version, bits, schedule, step, partition strategy and seed, options, the fingerprint of
-the original model, and per tensor its channel axes, shape, dtype and pre-trained zero count).
+the original model, and per tensor its channel axes, shape, dtype, pre-trained zero count and
+``range``, the rule that chose its n1: "paper" or "mse"; absent in sidecars written before the
+rule existed, which read as "paper").
 The format is described for users of other frameworks in the README ("The mask sidecar").
 """
 
@@ -21,6 +23,7 @@ from safetensors.numpy import save_file
 from safetensors import safe_open
 
 from inq_onnx.codebook import Codebook, reduce_axes
+from inq_onnx.codebook_range import RangeRule
 from inq_onnx.errors import InvalidOptionError, SidecarError
 from inq_onnx.partition import PartitionStrategy
 from inq_onnx.schedule import check_schedule
@@ -42,6 +45,12 @@ class TensorState:
     codebook: Codebook
     dtype: str = "float32"
     n_pruned: int = 0  # exact zeros of the pre-trained tensor: sigma applies to the others
+    range_rule: RangeRule = RangeRule.PAPER  # what chose the codebook's n1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "range_rule", RangeRule(self.range_rule))
+        if self.range_rule is RangeRule.AUTO:
+            raise ValueError("a tensor's range rule is the one that chose its n1: paper or mse, not auto")
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,7 +81,7 @@ def sidecar_path(model_path: str | os.PathLike) -> Path:
 def _metadata(sidecar: Sidecar) -> str:
     tensors = {
         name: {"channel_axes": list(t.codebook.channel_axes), "shape": list(t.mask.shape), "dtype": t.dtype,
-               "n_pruned": t.n_pruned}
+               "n_pruned": t.n_pruned, "range": t.range_rule.value}
         for name, t in sidecar.tensors.items()
     }
     for name, t in sidecar.tensors.items():
@@ -120,7 +129,8 @@ def _tensor_state(path: Path, name: str, info: dict, f, bits: int) -> TensorStat
         raise _fail(path, f"has a bad mask for {name!r} (want uint8 0/1 of shape {shape})")
     if n1.dtype != np.int32 or n1.shape != n1_shape:
         raise _fail(path, f"has a bad n1 for {name!r} (want int32 of shape {n1_shape})")
-    return TensorState(mask.astype(bool), Codebook(bits, n1, axes), str(info["dtype"]), int(info["n_pruned"]))
+    rule = RangeRule(info.get("range", RangeRule.PAPER.value))  # older sidecars: the paper's n1
+    return TensorState(mask.astype(bool), Codebook(bits, n1, axes), str(info["dtype"]), int(info["n_pruned"]), rule)
 
 
 def read_sidecar(path: str | os.PathLike) -> Sidecar:

@@ -24,10 +24,10 @@ def run_all(model, options):
     return history
 
 
-@pytest.mark.parametrize("per_channel", [False, True])
-def test_steps_follow_the_schedule_and_end_at_one_shot(per_channel):
+@pytest.mark.parametrize("per_channel, bits", [(False, 4), (True, 4), (False, 3), (True, 2)])
+def test_steps_follow_the_schedule_and_end_at_one_shot(per_channel, bits):
     model = onnx.load(str(FIXTURE))
-    options = InqOptions(QuantizeOptions(bits=4, per_channel=per_channel))
+    options = InqOptions(QuantizeOptions(bits=bits, per_channel=per_channel))
     history = run_all(model, options)
     assert len(history) == len(options.schedule) + 1
     for (m_prev, s_prev), (m, s) in zip(history, history[1:]):
@@ -41,10 +41,13 @@ def test_steps_follow_the_schedule_and_end_at_one_shot(per_channel):
             assert np.array_equal(before[old], after[old])  # frozen weights never move
             assert np.array_equal(before[~state.mask], after[~state.mask])  # float ones untouched here
     final = history[-1][0]
-    one_shot = inq_onnx.quantize(model, bits=4, per_channel=per_channel).model
+    one_shot = inq_onnx.quantize(model, bits=bits, per_channel=per_channel).model
     for a, b in zip(final.graph.initializer, one_shot.graph.initializer):
         np.testing.assert_array_equal(onnx.numpy_helper.to_array(a), onnx.numpy_helper.to_array(b))
     assert quantized_tensors(final) is not None and verify(final).checked_tensors == 4
+    rule = "mse" if bits == 2 or (bits == 3 and not per_channel) else "paper"  # the default, auto
+    assert {s.range_rule.value for s in history[-1][1].tensors.values()} == {rule}
+    assert {t["range"] for t in quantized_tensors(final)[1].values()} == {rule}
 
 
 def test_pruned_zeros_are_frozen_from_the_start():
@@ -73,3 +76,16 @@ def test_sidecar_of_another_model_or_with_moved_weights_is_refused():
     write_tensor(moved, site, w)
     with pytest.raises(SidecarError, match="left their codebook"):
         check_sidecar(moved, state, options)
+
+
+def test_the_rounding_error_partition_freezes_the_best_rounded_weights_first():
+    model = onnx.load(str(FIXTURE))
+    options = InqOptions(QuantizeOptions(bits=4), schedule=(0.5, 1.0), strategy="rounding-error")
+    state = start(model, options)
+    stepped, state = partition_step(model, state)
+    from inq_onnx.partition import relative_rounding_error
+    for key, site in weight_sites(model, options.quantize).items():
+        error = relative_rounding_error(read_tensor(model, site), state.tensors[key].codebook)
+        mask = state.tensors[key].mask
+        assert mask.sum() == round(0.5 * mask.size) and error[mask].max() <= error[~mask].min()
+    assert verify(partition_step(stepped, state)[0]).checked_tensors == 4

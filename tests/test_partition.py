@@ -160,3 +160,30 @@ def test_large_tensors_partition_in_linear_time():
     assert time.perf_counter() - start < 2.0  # a stable argsort would take several times longer
     assert np.count_nonzero(mask) == 1_500_000
     assert np.count_nonzero(mask & (w == 0.5)) == 1_500_000 - np.count_nonzero(w > 0.5)
+
+
+def test_rounding_error_partition_takes_the_smallest_relative_error_first_ties_to_the_lower_index():
+    from inq_onnx.partition import relative_rounding_error
+
+    book = make_codebook(np.array([1.0]), 3)  # P = {0, ±0.5, ±1}
+    w = np.array([0.9, 0.5, -0.26, 0.7, 0.1, -1.0, 1.0, 0.55], np.float32)
+    error = relative_rounding_error(w, book)
+    np.testing.assert_allclose(error, [0.1 / 0.9, 0, 0.24 / 0.26, 0.2 / 0.7, 1, 0, 0, 0.05 / 0.55], rtol=1e-6)
+    err = PartitionStrategy.ROUNDING_ERROR
+    mask = grow_mask(w, np.zeros(8, bool), 0.25, n_pruned=0, strategy=err, codebook=book)
+    assert np.flatnonzero(mask).tolist() == [1, 5]  # three exact values; ties go to the lower index
+    mask = grow_mask(w, mask, 0.625, n_pruned=0, strategy=err, codebook=book)
+    assert np.flatnonzero(mask).tolist() == [0, 1, 5, 6, 7]
+    with pytest.raises(ValueError, match="needs the tensor's codebook"):
+        grow_mask(w, np.zeros(8, bool), 0.5, n_pruned=0, strategy=err)
+
+
+@settings(max_examples=50, deadline=None)
+@given(hnp.arrays(np.float32, st.integers(1, 40), elements=st.floats(-4, 4, width=32)), st.floats(0, 1))
+def test_rounding_error_partition_counts_are_exact(w, sigma):
+    if not np.any(w):
+        return
+    book = make_codebook(w, 4)
+    mask0 = initial_mask(w)
+    mask = grow_mask(w, mask0, sigma, n_pruned=int(mask0.sum()), strategy=PartitionStrategy.ROUNDING_ERROR, codebook=book)
+    assert mask.sum() == target_count(w.size, int(mask0.sum()), sigma) and np.all(mask[mask0])

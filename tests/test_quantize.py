@@ -31,7 +31,7 @@ def reference_quantize(w: np.ndarray, bits: int, axis=None) -> np.ndarray:
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_values_equal_the_reference(bits, per_channel):
     model = conv_gemm_model()
-    result = inq_onnx.quantize(model, bits=bits, per_channel=per_channel)
+    result = inq_onnx.quantize(model, bits=bits, per_channel=per_channel, range="paper")
     originals = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     for init in result.model.graph.initializer:
         if init.name.endswith(".w"):
@@ -44,11 +44,11 @@ def test_values_equal_the_reference(bits, per_channel):
 def test_input_model_untouched_and_metadata_stamped():
     model = conv_gemm_model()
     before = model.SerializeToString()
-    result = inq_onnx.quantize(model, bits=4, per_channel=True)
+    result = inq_onnx.quantize(model, bits=4, per_channel=True, range="mse")
     assert model.SerializeToString() == before
     stamp = {p.key: p.value for p in result.model.metadata_props}
-    assert json.loads(stamp[METADATA_KEY]) == {"bits": 4, "tensors": {"conv.w": {"channel_axes": [0]},
-                                                                       "fc.w": {"channel_axes": [0]}}}
+    assert json.loads(stamp[METADATA_KEY]) == {"bits": 4, "tensors": {"conv.w": {"channel_axes": [0], "range": "mse"},
+                                                                       "fc.w": {"channel_axes": [0], "range": "mse"}}}
     assert result.model.ir_version == model.ir_version and result.model.opset_import == model.opset_import
     assert [n.name for n in result.model.graph.node] == [n.name for n in model.graph.node]
 

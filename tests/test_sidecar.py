@@ -14,6 +14,7 @@ from hypothesis.extra import numpy as hnp
 from safetensors.numpy import load_file, save_file
 
 from inq_onnx.codebook import make_codebook
+from inq_onnx.codebook_range import RangeRule, make_codebook_by
 from inq_onnx.errors import SidecarError
 from inq_onnx.partition import PartitionStrategy
 from inq_onnx.sidecar import (
@@ -35,7 +36,8 @@ def make_sidecar(mask_conv=None, step=0) -> Sidecar:
     mask_conv = np.arange(conv.size).reshape(conv.shape) % 3 == 0 if mask_conv is None else mask_conv
     tensors = {
         "model/conv1/weight": TensorState(mask_conv, make_codebook(conv, 4, channel_axes=(0,)), "float32", 2),
-        "onnx::MatMul_12": TensorState(np.zeros(fc.shape, bool), make_codebook(fc, 4), "float16"),
+        "onnx::MatMul_12": TensorState(np.zeros(fc.shape, bool), make_codebook_by(fc, 4, rule=RangeRule.MSE), "float16",
+                                       range_rule=RangeRule.MSE),
     }
     return Sidecar(4, (0.3, 0.5, 0.8, 0.9, 0.95, 1.0), step, PartitionStrategy.RANDOM, 7, "sha256:abc",
                    {"per_channel": True, "lr": 0.01}, tensors)
@@ -49,7 +51,7 @@ def assert_same(a: Sidecar, b: Sidecar) -> None:
         u = b.tensors[name]
         assert u.mask.dtype == np.bool_ and np.array_equal(t.mask, u.mask)
         assert np.array_equal(t.codebook.n1, u.codebook.n1) and t.codebook.channel_axes == u.codebook.channel_axes
-        assert (t.codebook.bits, t.dtype, t.n_pruned) == (u.codebook.bits, u.dtype, u.n_pruned)
+        assert (t.codebook.bits, t.dtype, t.n_pruned, t.range_rule) == (u.codebook.bits, u.dtype, u.n_pruned, u.range_rule)
 
 
 def test_default_path_sits_beside_the_model():
@@ -92,6 +94,14 @@ def rewrite(path: Path, change) -> None:
     save_file(tensors, path, metadata={"inq_onnx": json.dumps(info)})
 
 
+def test_each_tensor_records_the_rule_that_chose_its_n1_and_older_sidecars_read_as_paper(tmp_path):
+    path = write_sidecar(tmp_path / "m.inq.safetensors", make_sidecar())
+    rules = {name: t.range_rule for name, t in read_sidecar(path).tensors.items()}
+    assert rules == {"model/conv1/weight": RangeRule.PAPER, "onnx::MatMul_12": RangeRule.MSE}
+    rewrite(path, lambda t, i: [entry.pop("range") for entry in i["tensors"].values()])  # as format 1 was first written
+    assert all(t.range_rule is RangeRule.PAPER for t in read_sidecar(path).tensors.values())
+
+
 @pytest.mark.parametrize(
     "damage, problem",
     [
@@ -104,6 +114,8 @@ def rewrite(path: Path, change) -> None:
         (lambda p: rewrite(p, lambda t, i: i.pop("seed")), "incomplete or invalid metadata"),
         (lambda p: rewrite(p, lambda t, i: i.update(strategy="biggest")), "incomplete or invalid metadata"),
         (lambda p: rewrite(p, lambda t, i: i.update(schedule=[0.5, 0.4, 1])), "invalid schedule"),
+        (lambda p: rewrite(p, lambda t, i: i["tensors"]["onnx::MatMul_12"].update(range="median")),
+         "incomplete or invalid metadata"),
         (lambda p: rewrite(p, lambda t, i: i.update(step=6)), "outside its 6-step schedule"),
         (lambda p: rewrite(p, lambda t, i: t.pop("n1/onnx::MatMul_12")), "do not match its metadata"),
         (lambda p: rewrite(p, lambda t, i: t.update({"mask/onnx::MatMul_12": np.full((10, 6), 2, np.uint8)})),

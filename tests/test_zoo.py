@@ -3,7 +3,8 @@
 For each model and setting: quantize, verify (onnx.checker, codebook membership, ONNX Runtime
 runs it), check every quantized value against an independent reference written from INQ.md's
 formulas, check that nothing else changed, and score the result against the float model on
-real inputs (tests/zoo.py). The fidelity table is printed at the end of the run (conftest's
+real inputs (tests/zoo.py). The least-error n1 rule (``range="mse"``) is checked to round every
+tensor with no more error than the paper's n1, and to verify and export exactly. The fidelity table is printed at the end of the run (conftest's
 terminal summary); `python bench/zoo_fidelity.py` prints the same table without the checks.
 """
 
@@ -18,7 +19,8 @@ import inq_onnx
 from inq_onnx.graph.tensors import read_tensor, tensor_proto
 from inq_onnx.graph.uses import build_use_index
 from inq_onnx.graph.weights import select_weights
-from inq_onnx.verify import verify
+from inq_onnx.export import decode, to_compact
+from inq_onnx.verify import off_codebook, verify
 from tests import zoo
 from tests.conftest import SHARED_MODELS, float_models
 from tests.test_codebook import reference_round
@@ -97,7 +99,7 @@ def test_zoo(file, bits, per_channel, selections):
         selections[file] = select_weights(original)
     candidates = selections[file]
 
-    result = inq_onnx.quantize(original, bits=bits, per_channel=per_channel)
+    result = inq_onnx.quantize(original, bits=bits, per_channel=per_channel, range="paper")  # the reference's n1
 
     report = verify(result.model, reference=original)
     assert report.checked_tensors == len(result.quantized)
@@ -135,3 +137,20 @@ def test_zoo(file, bits, per_channel, selections):
         assert np.isfinite(score.sqnr_db) or score.sqnr_db == float("inf")
     zoo.RESULTS.append(zoo.Row(file, bits, per_channel, len(result.quantized), len(result.quantized) + len(fixed),
                                score, note))
+
+
+@pytest.mark.parametrize("per_channel", [False, True], ids=["tensor", "channel"])
+@pytest.mark.parametrize("bits", zoo.BITS)
+@pytest.mark.parametrize("file", [f for f in float_models() if f != "common_old.onnx"])
+def test_zoo_mse_rule_never_rounds_worse_and_exports_exactly(file, bits, per_channel):
+    original = zoo.float_model(file)
+    paper = inq_onnx.quantize(original, bits=bits, per_channel=per_channel, range="paper")
+    mse = inq_onnx.quantize(original, bits=bits, per_channel=per_channel, range="mse")
+    errors = {t.name: t.rel_l2_error for t in paper.quantized}
+    assert [t.name for t in mse.quantized] == list(errors)
+    for t in mse.quantized:
+        assert t.range_rule == "mse" and t.rel_l2_error <= errors[t.name] * (1 + 1e-9), t.name
+    assert off_codebook(mse.model) == []  # verify's check: every value on its codebook
+    compact, report = to_compact(mse.model)
+    assert not report.kept_float
+    assert decode(compact).SerializeToString() == mse.model.SerializeToString()

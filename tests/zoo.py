@@ -223,17 +223,18 @@ def fixed_note(fixed: dict[str, str]) -> str:
 
 
 def measure(file: str, bits: int, per_channel: bool, *, detector: bool = True, only_fixed: bool = False,
-            label: str = "") -> Row:
+            label: str = "", range: str = "paper") -> Row:
     """Quantize one zoo model and score it. ``detector=False`` forces the tensors the fixed-tensor
     detector skips into quantization (``include``), to show what skipping them is worth;
-    ``only_fixed`` quantizes those alone (every learned weight excluded)."""
+    ``only_fixed`` quantizes those alone (every learned weight excluded). ``range``: the n1 rule."""
     model = float_model(file)
-    result = inq_onnx.quantize(model, bits=bits, per_channel=per_channel)
+    result = inq_onnx.quantize(model, bits=bits, per_channel=per_channel, range=range)
     fixed = fixed_skips(result)
     note, weights = fixed_note(fixed), len(result.quantized) + len(fixed)
     if (not detector or only_fixed) and fixed:
         learned = [t.name for t in result.quantized] if only_fixed else []
-        result = inq_onnx.quantize(model, bits=bits, per_channel=per_channel, include=sorted(fixed), exclude=learned)
+        result = inq_onnx.quantize(model, bits=bits, per_channel=per_channel, include=sorted(fixed), exclude=learned,
+                                   range=range)
         note = "only the fixed tensors quantized" if only_fixed else "fixed tensors quantized too (--include)"
     if not result.quantized and not fixed:
         already = sum(1 for t in result.skipped if (t.skip_reason or "").startswith("already quantized"))

@@ -102,3 +102,24 @@ def test_one_shot_pins_reach_verification_and_fidelity(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "ONNX Runtime ran it on random inputs" in proc.stdout and "'sr': []" in proc.stdout
     assert "fidelity on 8 samples" in proc.stdout
+
+
+def test_range_rule_is_chosen_reported_and_stamped(tmp_path):
+    tables = {}
+    for rule in ("paper", "mse"):
+        out = tmp_path / f"{rule}.onnx"
+        proc = run("quantize", FIXTURE, "--bits", "3", "--range", rule, "-o", out, "--json")
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(proc.stdout)
+        assert report["options"]["range"] == rule
+        tables[rule] = {t["name"]: t for t in report["tensors"] if t["quantized"]}
+        assert {t["range_rule"] for t in tables[rule].values()} == {rule}
+        stamp = {p.key: json.loads(p.value) for p in onnx.load(out).metadata_props if p.key == "inq_onnx.quantized"}
+        assert {t["range"] for t in stamp["inq_onnx.quantized"]["tensors"].values()} == {rule}
+    for name, t in tables["mse"].items():
+        assert t["n1"][1] <= tables["paper"][name]["n1"][1]
+        assert t["rel_l2_error"] <= tables["paper"][name]["rel_l2_error"] + 1e-12
+    proc = run("quantize", FIXTURE, "--bits", "3", "-o", tmp_path / "auto.onnx")  # auto: mse at 3 bits per tensor
+    assert proc.returncode == 0 and "n1 rule" in proc.stdout and " mse " in proc.stdout
+    proc = run("quantize", FIXTURE, "--range", "median", "-o", tmp_path / "bad.onnx")
+    assert proc.returncode != 0 and "median" in proc.stderr

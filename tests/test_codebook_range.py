@@ -1,0 +1,127 @@
+"""The n1 rules: the paper's and least rounding error, against a brute-force reference."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from inq_onnx import codebook
+from inq_onnx.codebook_range import SEARCH_DEPTH, RangeRule, candidate_errors, make_codebook_by, mse_n1
+from inq_onnx.errors import InvalidOptionError
+from inq_onnx.export.encoding import recover_codebook
+from inq_onnx.options import QuantizeOptions
+
+finite = st.floats(min_value=-1e4, max_value=1e4, allow_nan=False, width=32)
+
+
+def brute_errors(w: np.ndarray, paper: codebook.Codebook, depth: int = SEARCH_DEPTH) -> np.ndarray:
+    """||W - Q(W)||^2 per candidate n1_paper - j and channel, by rounding with each candidate."""
+    reduced = codebook.reduce_axes(w.ndim, paper.channel_axes)
+    rows = []
+    for j in range(depth + 1):
+        q = codebook.quantize(w, codebook.Codebook(paper.bits, paper.n1 - j, paper.channel_axes))
+        error = (w.astype(np.float64) - q.astype(np.float64)) ** 2
+        rows.append(error.sum(axis=reduced, keepdims=True).ravel())
+    return np.array(rows)
+
+
+def test_module_imports_no_onnx():
+    import inq_onnx.codebook_range as module
+
+    assert not re.search(r"^\s*(import|from)\s+onnx", Path(module.__file__).read_text(), re.MULTILINE)
+
+
+@settings(max_examples=150, deadline=None)
+@given(w=arrays(np.float32, st.tuples(st.integers(1, 6), st.integers(1, 9)), elements=finite),
+       bits=st.integers(2, 8), axes=st.sampled_from([(), (0,), (1,)]))
+def test_errors_per_candidate_match_rounding_with_each_candidate(w, bits, axes):
+    if not np.any(w):
+        return
+    paper = codebook.make_codebook(w, bits, axes)
+    scale = np.ldexp(1.0, 2 * paper.n1.astype(np.int64)).ravel()  # candidate_errors is in units of 4^n1_paper
+    expected = brute_errors(w, paper)
+    got = candidate_errors(w, paper) * scale
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12 * float(np.max(expected, initial=0.0)))
+    chosen = make_codebook_by(w, bits, axes, RangeRule.MSE)
+    best = expected[(paper.n1 - chosen.n1).ravel(), np.arange(expected.shape[1])]
+    assert np.all(best <= expected.min(axis=0) * (1 + 1e-9) + 1e-300)  # the least error of the candidates
+    assert np.all(best <= expected[0] * (1 + 1e-9))  # never worse than the paper's n1
+    assert np.all(chosen.n1 <= paper.n1) and np.all(chosen.n1 >= paper.n1 - SEARCH_DEPTH)
+
+
+def test_one_outlier_no_longer_zeroes_the_tensor():
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.1, size=(64, 64)).astype(np.float32)
+    w[3, 7] = 3.0  # 30 sigma: the codebook's top follows it under the paper's rule
+    paper = make_codebook_by(w, 4, rule=RangeRule.PAPER)
+    mse = make_codebook_by(w, 4, rule=RangeRule.MSE)
+    q_paper, q_mse = codebook.quantize(w, paper), codebook.quantize(w, mse)
+    assert np.mean(q_paper == 0) > 0.98
+    assert np.mean(q_mse == 0) < 0.3 and q_mse[3, 7] == 2.0 ** int(mse.n1.reshape(()))  # the outlier clamps
+    assert np.sum((w - q_mse) ** 2) < np.sum((w - q_paper) ** 2)
+
+
+def test_ties_keep_the_paper_n1():
+    w = np.array([1.0, -0.5, 0.25, 0.0])  # on the paper's codebook: error 0, as low as any can be
+    assert make_codebook_by(w, 4, rule=RangeRule.MSE).n1.item() == codebook.make_codebook(w, 4).n1.item() == 0
+
+
+def test_a_quantized_tensor_still_tells_its_n1():
+    """Export and verify read n1 back from max|Q|: the largest weight always rounds to 2^n1."""
+    rng = np.random.default_rng(1)
+    w = rng.standard_t(2, size=(8, 3, 5)).astype(np.float32)
+    w[5] = 0  # an all-zero channel
+    for bits in (2, 3, 4, 5):
+        for axes in ((), (0,), (1,)):
+            book = make_codebook_by(w, bits, axes, RangeRule.MSE)
+            q = codebook.quantize(w, book)
+            recovered = recover_codebook(q, bits, axes)
+            nonzero = np.max(np.abs(q), axis=codebook.reduce_axes(q.ndim, axes), keepdims=True) > 0
+            np.testing.assert_array_equal(np.where(nonzero, recovered.n1, 0), np.where(nonzero, book.n1, 0))
+            assert np.all(codebook.in_codebook(q, recovered))
+
+
+def test_blockwise_equals_whole(monkeypatch):
+    rng = np.random.default_rng(2)
+    w = rng.standard_t(3, size=(40, 30)).astype(np.float32)
+    whole = {axes: make_codebook_by(w, 3, axes, RangeRule.MSE).n1 for axes in ((), (0,), (1,))}
+    monkeypatch.setattr(codebook, "BLOCK", 64)  # rows of 30: two rows a block
+    for axes, n1 in whole.items():
+        np.testing.assert_array_equal(make_codebook_by(w, 3, axes, RangeRule.MSE).n1, n1)
+
+
+def test_mse_n1_is_fast_on_millions_of_weights():
+    import time
+
+    w = np.random.default_rng(3).standard_normal((2048, 1024)).astype(np.float32)
+    paper = codebook.make_codebook_blockwise(w, 4, (0,))
+    started = time.perf_counter()
+    mse_n1(w, paper)
+    assert time.perf_counter() - started < 5.0  # about 0.15 s on 2 idle cores
+
+
+def test_float16_and_the_dtype_cap():
+    w = np.array([60000.0, 0.5, -0.25, 0.125], np.float16)  # n1 capped at 15 for float16
+    book = make_codebook_by(w, 5, rule=RangeRule.MSE)
+    q = codebook.quantize(w, book)
+    assert q.dtype == np.float16 and np.all(np.isfinite(q)) and book.n1.item() <= 15
+
+
+def test_all_zero_and_nonfinite_tensors_are_refused_as_before():
+    with pytest.raises(ValueError, match="all zeros"):
+        make_codebook_by(np.zeros(4), 4, rule=RangeRule.MSE)
+    with pytest.raises(ValueError, match="NaN"):
+        make_codebook_by(np.array([1.0, np.inf]), 4, rule=RangeRule.MSE)
+
+
+def test_the_option_is_typed_and_recorded():
+    assert QuantizeOptions(range="mse").range is RangeRule.MSE
+    assert QuantizeOptions(range=RangeRule.PAPER).as_dict()["range"] == "paper"
+    with pytest.raises(InvalidOptionError, match="range must be one of"):
+        QuantizeOptions(range="median")
