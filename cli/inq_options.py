@@ -32,6 +32,11 @@ def training_options(command):
         click.option("--loss", type=click.Choice([c.value for c in LossChoice]), default="auto", show_default=True,
                      help="auto: cross-entropy with labels, else distillation from the float model (no labels needed)."),
         click.option("--loss-output", metavar="NAME", help="The model output the loss is put on [default: the first float one]."),
+        click.option("--distill-tensors", metavar="auto|outputs|none|NAME,...",
+                     help="Tensors distillation matches to the float model: outputs (every float output), auto "
+                          "(+ a few block outputs), none (the loss output only), or the outputs + NAMEs "
+                          "[default: outputs for distillation, none with labels]."),
+        click.option("--class-axis", type=int, help="Axis of the classes for cross-entropy and KL [default: found from the graph]."),
         click.option("--pin", multiple=True, metavar="INPUT=VALUE", help="Fix an input (e.g. sr=16000) so its If branches fold for training."),
         click.option("--threads", type=click.IntRange(min=0), help="ONNX Runtime threads [default: all cores]."),
         click.option("--provider", default="CPUExecutionProvider", show_default=True, help="ONNX Runtime execution provider."),
@@ -62,5 +67,6 @@ def parse_schedule_option(text: str | None) -> tuple[float, ...]:
 def train_options(kw: dict) -> TrainOptions:
     return TrainOptions(epochs_per_step=kw["epochs_per_step"], lr=kw["lr"], optimizer=kw["optimizer"],
                         weight_decay=kw["weight_decay"], batch_size=kw["batch_size"], loss=kw["loss"],
-                        loss_output=kw["loss_output"], pins=parse_pins(kw["pin"]), threads=kw["threads"],
+                        loss_output=kw["loss_output"], distill_tensors=kw["distill_tensors"],
+                        class_axis=kw["class_axis"], pins=parse_pins(kw["pin"]), threads=kw["threads"],
                         provider=kw["provider"], checkpoint_minutes=kw["checkpoint_minutes"])

@@ -18,7 +18,7 @@ from inq_onnx.train.pause import pause_point
 def _generate(config: dict) -> dict:
     import onnx
 
-    from inq_onnx.train.loss_blocks import loss_block
+    from inq_onnx.train.loss_blocks import loss_block, loss_input_names
     from inq_onnx.train.losses import ResolvedLoss
     from inq_onnx.train.ort_training import load_training_api
 
@@ -31,7 +31,7 @@ def _generate(config: dict) -> dict:
         loss=loss_block(loss),
         optimizer=artifacts.OptimType.AdamW,
         artifact_directory=config["folder"],
-        loss_input_names=[loss.output],
+        loss_input_names=loss_input_names(loss),
     )
     evaluation = onnx.load(str(Path(config["folder"]) / "eval_model.onnx"), load_external_data=False)
     params = set(config["trainable"])

@@ -22,7 +22,8 @@ import onnx
 
 import inq_onnx
 from inq_onnx.errors import InvalidOptionError, TrainingError
-from inq_onnx.train.losses import LossSpec, ResolvedLoss, resolve_loss
+from inq_onnx.train.losses import KL_SOFTMAX_OPSET, LossSpec, ResolvedLoss, resolve_loss
+from inq_onnx.train.rewrites.opset_raise import raise_opset
 from inq_onnx.train.rewrites.gradient_support import unsupported_gradient_ops
 
 WORK_PREFIX = ".work-"
@@ -119,10 +120,17 @@ def build_artifacts(
 ) -> TrainingArtifacts:
     """Generate artifacts for ``model`` into ``folder`` (created), with ``trainable`` learning.
 
+    The loss reads ``loss.output`` and every ``loss.distill`` tensor (graph outputs or
+    intermediate tensors of ``model``). A KL loss that needs opset 13 raises the opset of
+    ``model`` (the training copy) first.
+
     The optimizer model is AdamW; inq-onnx's own loop may ignore it and only read gradients.
     """
     names = check_trainable(model, trainable)
     resolved = resolve_loss(model, loss)
+    if resolved.needs_opset_raise:  # the copy ORT trains is ours to convert; the user's graph is not touched
+        model = raise_opset(model, KL_SOFTMAX_OPSET, "KL over one axis of a rank > 2 output").model
+        resolved = resolve_loss(model, loss)
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob(f"{WORK_PREFIX}*"):  # the work folder of a build that was killed

@@ -7,10 +7,12 @@ from typing import Iterator
 
 import numpy as np
 import onnx
+from onnx import helper
 
 from inq_onnx.data import Samples
 from inq_onnx.runtime import providers_for, session
 from inq_onnx.train.losses import LossKind, ResolvedLoss
+from inq_onnx.train.rewrites._graph import value_types
 
 
 def epoch_order(samples: int, seed: int, step: int, epoch: int) -> np.ndarray:
@@ -20,6 +22,19 @@ def epoch_order(samples: int, seed: int, step: int, epoch: int) -> np.ndarray:
 def batch_count(samples: int, batch_size: int) -> int:
     """Full batches only: the training graph is pinned to one batch size."""
     return samples // batch_size
+
+
+def with_outputs(model: onnx.ModelProto, names: tuple[str, ...]) -> onnx.ModelProto:
+    """A copy of ``model`` that also outputs ``names`` (intermediate tensors of its main graph)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    have = {v.name for v in out.graph.output}
+    missing = [n for n in names if n not in have]
+    if missing:
+        types = value_types(model)
+        for name in missing:
+            out.graph.output.append(helper.make_tensor_value_info(name, types.get(name, (onnx.TensorProto.FLOAT,))[0], None))
+    return out
 
 
 class Feeder:
@@ -33,9 +48,12 @@ class Feeder:
         self.step_inputs = step_inputs
         self.pins = pins
         self.teacher = None
-        if loss.kind is not LossKind.CROSS_ENTROPY:
-            self.teacher = session(teacher_model, threads=threads or 0, providers=providers_for(provider))
-            self.teacher_index = [o.name for o in self.teacher.get_outputs()].index(loss.output)
+        self.teacher_tensors = loss.teacher_tensors
+        if self.teacher_tensors:
+            teacher = with_outputs(teacher_model, self.teacher_tensors)
+            self.teacher = session(teacher, threads=threads or 0, providers=providers_for(provider))
+        targets = [t.target for t in loss.distill]
+        self.extra_inputs = (() if loss.kind is LossKind.CROSS_ENTROPY else (loss.extra_input,)) + tuple(targets)
 
     def batches(self, batch_size: int, seed: int, step: int, epoch: int, start: int = 0) -> Iterator[tuple[int, list]]:
         order = epoch_order(len(self.samples), seed, step, epoch)
@@ -45,9 +63,14 @@ class Feeder:
     def feeds(self, index: np.ndarray) -> list[np.ndarray]:
         model_feeds = self.samples.take(index)
         extra = self.extra(index, model_feeds)
-        return [model_feeds[name] if name in model_feeds else extra for name in self.step_inputs]
+        return [model_feeds[name] if name in model_feeds else extra[name] for name in self.step_inputs]
 
-    def extra(self, index: np.ndarray, model_feeds: dict[str, np.ndarray]) -> np.ndarray:
-        if self.teacher is None:
-            return self.samples.labels[index].astype(np.int64)
-        return self.teacher.run(None, {**model_feeds, **self.pins})[self.teacher_index]
+    def extra(self, index: np.ndarray, model_feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Labels and teacher values, by the step input they feed."""
+        extra = {}
+        if self.loss.kind is LossKind.CROSS_ENTROPY:
+            extra[self.loss.extra_input] = self.samples.labels[index].astype(np.int64)
+        if self.teacher is not None:
+            values = self.teacher.run(list(self.teacher_tensors), {**model_feeds, **self.pins})
+            extra.update(zip(self.extra_inputs, values))
+        return extra

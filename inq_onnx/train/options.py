@@ -16,6 +16,28 @@ class LossChoice(str, enum.Enum):
     DISTILL_KL = "distill-kl"
 
 
+class DistillTensors(str, enum.Enum):
+    """Which tensors distillation matches to the float teacher (or give names: the outputs + those)."""
+
+    NONE = "none"  # the loss output only
+    OUTPUTS = "outputs"  # every float graph output (a recurrent model's state too)
+    AUTO = "auto"  # every float output + a few block outputs spread along the graph
+
+
+def parse_distill_tensors(value) -> "DistillTensors | tuple[str, ...] | None":
+    """None, a DistillTensors value, or tensor names (a tuple, or one comma-separated string)."""
+    if value is None or isinstance(value, DistillTensors):
+        return value
+    if isinstance(value, str):
+        if value in {d.value for d in DistillTensors}:
+            return DistillTensors(value)
+        value = value.split(",")
+    names = tuple(n.strip() for n in value if n.strip())
+    if not names:
+        raise InvalidOptionError("no distillation tensor named", "pass auto, outputs, none or NAME,NAME")
+    return names
+
+
 class OptimizerChoice(str, enum.Enum):
     SGD = "sgd"  # the paper's: momentum 0.9, weight decay 5e-4
     ADAMW = "adamw"
@@ -32,6 +54,8 @@ class TrainOptions:
     loss: LossChoice = LossChoice.AUTO
     loss_output: str | None = None
     temperature: float = 1.0
+    distill_tensors: DistillTensors | tuple[str, ...] | None = None  # None: the default for the loss
+    class_axis: int | None = None  # None: found from the graph (see losses.find_class_axis)
     pins: dict = field(default_factory=dict)
     threads: int | None = None
     provider: str = "CPUExecutionProvider"
@@ -40,6 +64,7 @@ class TrainOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "optimizer", OptimizerChoice(self.optimizer))
         object.__setattr__(self, "loss", LossChoice(self.loss))
+        object.__setattr__(self, "distill_tensors", parse_distill_tensors(self.distill_tensors))
         if self.batch_size < 1:
             raise InvalidOptionError(f"batch size must be at least 1, got {self.batch_size}", "pass e.g. --batch-size 32")
         if self.lr is not None and not self.lr > 0:
@@ -60,7 +85,10 @@ class TrainOptions:
 
     def as_dict(self) -> dict:
         data = asdict(self)
+        tensors = self.distill_tensors
         data.update(optimizer=self.optimizer.value, loss=self.loss.value,
+                    distill_tensors=tensors.value if isinstance(tensors, DistillTensors) else
+                    list(tensors) if tensors is not None else None,
                     pins={k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in self.pins.items()})
         data.pop("threads"), data.pop("provider"), data.pop("checkpoint_minutes")  # do not change results
         return data

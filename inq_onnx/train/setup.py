@@ -16,10 +16,11 @@ from inq_onnx.options import QuantizeOptions
 from inq_onnx.runtime import training_device
 from inq_onnx.sidecar import Sidecar
 from inq_onnx.train.artifacts import build_artifacts
-from inq_onnx.train.feeder import Feeder, batch_count
+from inq_onnx.train.distill_tensors import auto_tensors, check_teacher_has
+from inq_onnx.train.feeder import Feeder, batch_count, with_outputs
 from inq_onnx.runtime import session
-from inq_onnx.train.losses import LossKind, LossSpec, resolve_loss
-from inq_onnx.train.options import LossChoice, TrainOptions
+from inq_onnx.train.losses import DistillTerm, LossKind, LossSpec, float_outputs, resolve_loss
+from inq_onnx.train.options import DistillTensors, LossChoice, TrainOptions
 from inq_onnx.train.params import ParamMap, param_map, trainable_tensors
 from inq_onnx.train.rewrites.gradient_support import GRADIENT_BLOCKERS, unsupported_gradient_ops
 from inq_onnx.train.rewrites.prepare import prepare_for_training
@@ -55,26 +56,66 @@ class TrainingSetup:
         return loss
 
 
-def loss_spec(options: TrainOptions, train: Samples, model: onnx.ModelProto, pins: dict) -> LossSpec:
+DEFAULT_DISTILL = DistillTensors.OUTPUTS  # what --loss distill matches when --distill-tensors is not given
+
+
+def distill_tensor_names(options: TrainOptions, kind: LossKind, model: onnx.ModelProto,
+                         training: onnx.ModelProto) -> tuple[str, ...]:
+    """The tensors whose MSE to the float teacher joins the loss (the loss output among them
+    is its own term): every float output, plus auto-picked or named intermediate tensors."""
+    choice = options.distill_tensors
+    if choice is None:
+        choice = DistillTensors.NONE if kind is LossKind.CROSS_ENTROPY else DEFAULT_DISTILL
+    if choice is DistillTensors.NONE:
+        return ()
+    outputs = [v.name for v in float_outputs(model)]
+    if choice is DistillTensors.OUTPUTS:
+        return tuple(outputs)
+    names = auto_tensors(training, model) if choice is DistillTensors.AUTO else list(choice)
+    check_teacher_has(model, tuple(names))
+    return tuple(dict.fromkeys(outputs + names))
+
+
+def loss_spec(options: TrainOptions, train: Samples, model: onnx.ModelProto, pins: dict,
+              training: onnx.ModelProto | None = None) -> LossSpec:
+    """The loss for ``training`` (the copy ORT trains, default ``model``), with ``model`` as the
+    float teacher; every MSE term divided by the teacher's mean square of its tensor."""
+    training = model if training is None else training
     choice = options.loss
     if choice is LossChoice.AUTO:
         choice = LossChoice.CROSS_ENTROPY if train.labels is not None else LossChoice.DISTILL_MSE
     if choice is LossChoice.CROSS_ENTROPY and train.labels is None:
         raise DataError(f"{train.source} has no 'labels' for the cross-entropy loss",
                         "add labels to the data, or use --loss distill (no labels needed)")
-    spec = LossSpec(kind=LOSS_KINDS[choice], output=options.loss_output, temperature=options.temperature)
-    if spec.kind is LossKind.MSE:
-        spec = replace(spec, scale=teacher_mean_square(model, train, resolve_loss(model, spec).output, pins))
-    return spec
+    kind = LOSS_KINDS[choice]
+    tensors = distill_tensor_names(options, kind, model, training)
+    spec = LossSpec(kind=kind, output=options.loss_output, temperature=options.temperature,
+                    class_axis=options.class_axis)
+    output = resolve_loss(training, spec).output
+    needed = tuple(dict.fromkeys(((output,) if kind is LossKind.MSE else ()) + tensors))
+    scales = teacher_mean_squares(model, train, needed, pins)
+    return replace(spec, scale=scales.get(output, 1.0), distill=tuple(DistillTerm(t, scales[t]) for t in tensors))
+
+
+def teacher_mean_squares(model: onnx.ModelProto, train: Samples, names: tuple[str, ...], pins: dict,
+                         samples: int = 64) -> dict[str, float]:
+    """The float model's mean square of each tensor on a few samples: dividing a distillation
+    MSE by it makes that term (1 / SQNR) and so the learning rate independent of its units."""
+    if not names:
+        return {}
+    teacher = session(with_outputs(model, names))
+    values = [teacher.run(list(names), {**feeds, **pins}) for feeds in train.batches(16, samples)]
+    squares = {}
+    for k, name in enumerate(names):
+        flat = np.concatenate([np.ravel(v[k]) for v in values]).astype(np.float64)
+        mean_square = float(np.mean(flat**2)) if flat.size else 0.0
+        squares[name] = mean_square if np.isfinite(mean_square) and mean_square > 0 else 1.0
+    return squares
 
 
 def teacher_mean_square(model: onnx.ModelProto, train: Samples, output: str, pins: dict, samples: int = 64) -> float:
-    """The float model's mean squared output on a few samples: dividing the distillation MSE by
-    it makes the loss (1 / SQNR) and so the learning rate independent of the output's units."""
-    teacher = session(model)
-    values = [teacher.run([output], {**feeds, **pins})[0] for feeds in train.batches(16, samples)]
-    mean_square = float(np.mean(np.concatenate([np.ravel(v) for v in values]).astype(np.float64) ** 2))
-    return mean_square if np.isfinite(mean_square) and mean_square > 0 else 1.0
+    """The float model's mean square of ``output`` on a few samples (see teacher_mean_squares)."""
+    return teacher_mean_squares(model, train, (output,), pins, samples)[output]
 
 
 def training_shapes(model: onnx.ModelProto, train: Samples, batch: int, pins) -> dict[str, tuple[int, ...]]:
@@ -109,7 +150,7 @@ def build_setup(model: onnx.ModelProto, train: Samples, sidecar: Sidecar, option
         raise TrainingError("no quantized weight is trainable in the training graph",
                             "check `inq-onnx inspect` and the rewrites; or quantize one shot without --data")
     artifacts = build_artifacts(prepared, trainable=list(sites), folder=run_dir / "artifacts",
-                                loss=loss_spec(options, train, model, pins))
+                                loss=loss_spec(options, train, model, pins, prepared))
     session = TrainingSession(artifacts, threads=options.threads, device=training_device(options.provider))
     pmap = param_map(session.order, sites, keys, model)
     feeder = Feeder(train, artifacts.loss, artifacts.inputs, teacher_model=model, pins=pins, threads=options.threads,

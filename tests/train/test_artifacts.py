@@ -82,3 +82,28 @@ def test_trainable_names_are_checked_before_the_child_runs(trainable, match, tmp
 ])
 def test_failure_reason_is_one_line(returncode, output, expected):
     assert failure_reason(returncode, output) == expected
+
+
+def test_kl_over_axis_1_of_a_rank_3_opset_12_output_raises_the_training_copy_to_13(tmp_path):
+    import onnx
+
+    model = model_from_text("""
+    <ir_version: 7, opset_import: ["" : 12]>
+    g (float[2,3,4] x) => (float[2,5,3] y) {
+      z = MatMul (x, W)
+      y = Transpose <perm = [0, 2, 1]> (z)
+    }
+    """, W=rand(4, 5, seed=3))
+    artifacts = build_artifacts(model, trainable=["W"], folder=tmp_path, loss=LossSpec(kind="distill-kl"))
+    assert artifacts.loss.class_axis == 1 and artifacts.loss.opset == 13
+    assert onnx.load(str(artifacts.eval_model)).opset_import[0].version >= 13
+    x, teacher = rand(2, 3, 4, seed=4), rand(2, 5, 3, seed=5)
+    z = np.transpose(x.astype(np.float64) @ rand(4, 5, seed=3), (0, 2, 1))
+
+    def log_softmax(v):
+        v = v - v.max(axis=1, keepdims=True)
+        return v - np.log(np.exp(v).sum(axis=1, keepdims=True))
+
+    expected = np.mean(np.sum(np.exp(log_softmax(teacher)) * (log_softmax(teacher) - log_softmax(z)), axis=1))
+    got = TrainingSession(artifacts, threads=1).eval_step(x, teacher)
+    assert got == pytest.approx(expected, rel=1e-5)
