@@ -37,7 +37,11 @@ def training_options(command):
                           "(+ a few block outputs), none (the loss output only), or the outputs + NAMEs "
                           "[default: outputs for distillation, none with labels]."),
         click.option("--class-axis", type=int, help="Axis of the classes for cross-entropy and KL [default: found from the graph]."),
-        click.option("--pin", multiple=True, metavar="INPUT=VALUE", help="Fix an input (e.g. sr=16000) so its If branches fold for training."),
+        click.option("--pin", multiple=True, metavar="INPUT=VALUE[,VALUE...]",
+                     help="Fix an input (e.g. sr=16000) so its If branches fold for training; several values "
+                          "(sr=16000,8000, or --pin repeated) retrain every branch, each with its own --data."),
+        click.option("--teacher", type=click.Path(path_type=str), metavar="MODEL",
+                     help="The float model to distil from and validate against [default: MODEL itself]."),
         click.option("--threads", type=click.IntRange(min=0), help="ONNX Runtime threads [default: all cores]."),
         click.option("--provider", default="CPUExecutionProvider", show_default=True, help="ONNX Runtime execution provider."),
         click.option("--run-dir", type=click.Path(file_okay=False), help="Checkpoints and log [default: OUTPUT.inq-run/]."),
@@ -48,16 +52,19 @@ def training_options(command):
 
 
 def parse_pins(pins: tuple[str, ...]) -> dict:
-    parsed = {}
+    """``sr=16000`` -> {"sr": 16000}; ``sr=16000,8000`` or ``sr=16000`` ``sr=8000`` -> {"sr": [16000, 8000]}."""
+    parsed: dict[str, list] = {}
     for pin in pins:
-        name, sep, value = pin.partition("=")
+        name, sep, values = pin.partition("=")
         try:
-            parsed[name] = float(value) if "." in value else int(value)
+            numbers = [float(v) if "." in v else int(v) for v in values.split(",")]
         except ValueError:
             sep = ""
         if not sep or not name:
-            raise InvalidOptionError(f"--pin '{pin}' is not INPUT=NUMBER", "write it as e.g. --pin sr=16000")
-    return parsed
+            raise InvalidOptionError(f"--pin '{pin}' is not INPUT=NUMBER[,NUMBER...]",
+                                     "write it as e.g. --pin sr=16000, or --pin sr=16000,8000 for both branches")
+        parsed.setdefault(name, []).extend(v for v in numbers if v not in parsed.get(name, []))
+    return {name: values[0] if len(values) == 1 else values for name, values in parsed.items()}
 
 
 def parse_schedule_option(text: str | None) -> tuple[float, ...]:

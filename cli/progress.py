@@ -17,15 +17,24 @@ class Progress:
         if not self.enabled:
             return
         if kind == "resumed":
+            branch = f", branch {info['branch']}" if info.get("branch") else ""
             where = (f"after step {info['step'] + 1}" if info["trained"] else
-                     f"in step {info['step'] + 1}, epoch {info['epoch'] + 1}, batch {info['batch'] + 1}")
+                     f"in step {info['step'] + 1}{branch}, epoch {info['epoch'] + 1}, batch {info['batch'] + 1}")
             click.echo(f"resuming the run from its checkpoint {where}", err=True)
+        elif kind == "teacher":
+            if info["model_quantized"] and not info["given"]:
+                click.echo("note: the model is already quantized (it carries the inq_onnx.quantized stamp) and is "
+                           "its own teacher: distillation and validation compare against it, not the float model; "
+                           "pass --teacher FLOAT_MODEL to name the float one", err=True)
+            elif info["given"] and info["teacher_quantized"]:
+                click.echo("note: the --teacher model carries the inq_onnx.quantized stamp: it is not a float model",
+                           err=True)
         elif kind == "complete":
             click.echo(f"the run in {info['run_dir']} is already complete: writing its result", err=True)
         elif kind == "step":
             self.close()
             total = info["epochs"] * info["batches"]
-            label = f"step {info['step'] + 1} sigma={info['sigma']:g}"
+            label = f"step {info['step'] + 1} sigma={info['sigma']:g}" + (f" {info['branch']}" if info.get("branch") else "")
             if total:
                 self.bar = click.progressbar(length=total, label=label, file=click.get_text_stream("stderr"),
                                              item_show_func=lambda _: f"loss {self.loss:.4g}" if self.loss is not None else "")
@@ -48,10 +57,19 @@ def describe_record(r: dict) -> str:
     parts = [head]
     if r.get("train_loss") is not None:
         parts.append(f"train loss {r['train_loss']:.4g}")
+    parts += figures(r, r["step"] >= 0)
+    for label, branch in (r.get("branches") or {}).items():  # several pinned branches: each one's own
+        if figures(branch, r["step"] >= 0):
+            parts.append(f"[{label}: {' '.join(figures(branch, r['step'] >= 0))}]")
+    return ", ".join(parts)
+
+
+def figures(r: dict, trained: bool) -> list[str]:
+    parts = []
     if r.get("val_accuracy") is not None:
         parts.append(f"val accuracy {r['val_accuracy']:.4f}")
-    if r.get("agreement") is not None and r["step"] >= 0:
+    if r.get("agreement") is not None and trained:
         parts.append(f"agreement {r['agreement']:.4f}")
     if r.get("sqnr_db") is not None:
         parts.append(f"SQNR {r['sqnr_db']:.1f} dB")
-    return ", ".join(parts)
+    return parts

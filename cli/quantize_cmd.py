@@ -8,6 +8,7 @@ import click
 
 from inq_onnx.codebook import MAX_BITS, MIN_BITS
 from inq_onnx.codebook_range import RangeRule
+from inq_onnx.errors import InvalidOptionError
 from inq_onnx.incremental import InqOptions
 from inq_onnx.jobs import inq_file, quantize_file
 from inq_onnx.options import QuantizeOptions
@@ -29,9 +30,11 @@ from inq_onnx_cli.render import print_inq_job, print_quantize_job
 @click.option("--include", multiple=True, metavar="PATTERN", help="Also quantize these tensors (name or glob).")
 @click.option("--exclude", multiple=True, metavar="PATTERN", help="Never quantize these tensors (name or glob).")
 @click.option("--min-size", type=click.IntRange(min=0), default=0, show_default=True, help="Skip tensors with fewer values.")
-@click.option("--data", type=click.Path(path_type=str),
-              help="Training samples (.npz or folder of .npy, one array per input + optional labels): full INQ with retraining.")
-@click.option("--val", type=click.Path(path_type=str), help="Validation samples: accuracy/fidelity after each step.")
+@click.option("--data", type=click.Path(path_type=str), multiple=True,
+              help="Training samples (.npz or folder of .npy, one array per input + optional labels): full INQ with "
+                   "retraining. With several --pin values: once for all, or once per value in the same order.")
+@click.option("--val", type=click.Path(path_type=str), multiple=True,
+              help="Validation samples: accuracy/fidelity after each step (like --data: one per pinned value, or one).")
 @schedule_options
 @training_options
 @click.option("--compact", is_flag=True, help="Write the compact form directly: b bits per weight on disk (see `export`).")
@@ -51,13 +54,20 @@ def quantize_command(ctx, model, bits, output, per_channel, range_rule, include,
       inq-onnx quantize model.onnx --bits 4 -o model.inq4.onnx
       inq-onnx quantize model.onnx --bits 4 --data train.npz --val val.npz -o model.inq4.onnx
       inq-onnx quantize model.onnx --bits 3 --data unlabeled.npz --loss distill
+      inq-onnx quantize vad.onnx --bits 4 --pin sr=16000,8000 --data d16k.npz --data d8k.npz
     """
     options = QuantizeOptions(bits=bits, per_channel=per_channel, include=include, exclude=exclude, min_size=min_size,
                               range=range_rule)
     quiet = as_json or verbosity(ctx) < 0
-    if data is None:
-        job = quantize_file(model, output, options, check=not no_verify, samples_path=val, compact=compact,
-                            pins=parse_pins(kw["pin"]))
+    if not data:
+        pins = parse_pins(kw["pin"])
+        extra = ("--teacher" if kw["teacher"] else "several --val files" if len(val) > 1 else
+                 "several --pin values" if any(isinstance(v, list) for v in pins.values()) else None)
+        if extra:
+            raise InvalidOptionError(f"{extra}: only used when retraining (with --data)",
+                                     "add --data (one per pinned value, or one for all), or quantize one shot without it")
+        job = quantize_file(model, output, options, check=not no_verify, samples_path=val[0] if val else None,
+                            compact=compact, pins=pins)
         if as_json:
             click.echo(json.dumps(job_dict(job), indent=1, default=str))
         elif not quiet:
@@ -66,8 +76,8 @@ def quantize_command(ctx, model, bits, output, per_channel, range_rule, include,
     inq = InqOptions(options, schedule=parse_schedule_option(kw["schedule"]), strategy=kw["partition"], seed=kw["seed"])
     progress = Progress(enabled=not quiet)
     try:
-        job = inq_file(model, output, inq, train_options(kw), data=data, val=val, run_dir=kw["run_dir"],
-                       check=not no_verify, compact=compact, on_event=progress)
+        job = inq_file(model, output, inq, train_options(kw), data=data, val=val or None, teacher=kw["teacher"],
+                       run_dir=kw["run_dir"], check=not no_verify, compact=compact, on_event=progress)
     finally:
         progress.close()  # an error message must not land on the progress bar's line
     if as_json:

@@ -9,6 +9,7 @@ Arrays are always samples first. An input whose batch dimension is not its first
 
 from __future__ import annotations
 
+import itertools
 import os
 import zipfile
 from dataclasses import dataclass
@@ -165,3 +166,30 @@ def pinned_values(model: onnx.ModelProto, pins: dict) -> dict[str, np.ndarray]:
         raise DataError(f"--pin names '{unknown[0]}', which is not an input of the model",
                         f"pin one of {sorted(specs)}")
     return {k: np.asarray(v, dtype=specs[k].dtype) for k, v in pins.items()}
+
+
+def pin_combinations(pins: dict) -> list[dict]:
+    """One dict of pinned values per branch to train: a value may be a list (``sr=[16000, 8000]``),
+    and several listed inputs give every combination, the first input varying slowest."""
+    names = list(pins)
+    lists = [list(v) if isinstance(v, (list, tuple)) else [v] for v in pins.values()]
+    return [dict(zip(names, values)) for values in itertools.product(*lists)]
+
+
+def branch_label(pins: dict) -> str:
+    """``sr=16000``: how a branch is named in messages and in the run log."""
+    return ",".join(f"{k}={np.asarray(v).tolist()}" for k, v in pins.items())
+
+
+def load_branch_samples(paths, model: onnx.ModelProto, combos: list[dict], *, option: str = "--data",
+                        num_classes: int | None = None) -> list[Samples]:
+    """Samples per branch: ``paths`` is one path for every branch, or one per branch in the order
+    of ``combos``; each file is checked against the model with that branch's inputs pinned."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if len(paths) not in (1, len(combos)):
+        names = ", ".join(branch_label(c) for c in combos)
+        raise DataError(f"{len(paths)} {option} files for {len(combos)} pinned branches ({names})",
+                        f"give one {option} per pinned value, in the same order, or one {option} for all")
+    pinned = tuple(combos[0]) if combos else ()
+    loaded = [load_samples(p, model, num_classes=num_classes, pinned=pinned) for p in paths]
+    return loaded * len(combos) if len(loaded) == 1 else loaded

@@ -131,9 +131,14 @@ def default_run_dir(output: Path) -> Path:
 
 
 def inq_file(model_path: str | os.PathLike, output: str | os.PathLike | None, inq, train_options, *,
-             data: str | os.PathLike, val: str | os.PathLike | None = None, run_dir: str | os.PathLike | None = None,
+             data, val=None, teacher: str | os.PathLike | None = None, run_dir: str | os.PathLike | None = None,
              check: bool = True, compact: bool = False, on_event=lambda kind, info: None) -> InqJob:
-    """Full INQ with retraining, resumable: rerunning the same call continues from ``run_dir``."""
+    """Full INQ with retraining, resumable: rerunning the same call continues from ``run_dir``.
+
+    With several pinned values (``pins={"sr": [16000, 8000]}``) every branch retrains; ``data``
+    and ``val`` are then one path for all branches or a sequence of one per branch, in order.
+    ``teacher``: the float model to distil from and validate against (default: the input)."""
+    from inq_onnx.data import load_branch_samples, pin_combinations
     from inq_onnx.sidecar import sidecar_path, write_sidecar
     from inq_onnx.train.checkpoint import load_checkpoint
     from inq_onnx.train.loop import interrupted_outside_training, retrain
@@ -141,15 +146,19 @@ def inq_file(model_path: str | os.PathLike, output: str | os.PathLike | None, in
     model, source = load_model(model_path)
     out = Path(output) if output else default_output(Path(model_path), inq.quantize.bits)
     check_writable_target(out, source)
-    pinned, classes = tuple(train_options.pins), class_count(model, train_options.loss_output)
-    train = load_samples(data, model, num_classes=classes, pinned=pinned)
-    val_samples = load_samples(val, model, num_classes=classes, pinned=pinned) if val else None
+    combos = [pinned_values(model, combo) for combo in pin_combinations(train_options.pins)]
+    classes = class_count(model, train_options.loss_output)
+    train = load_branch_samples(data, model, combos, option="--data", num_classes=classes)
+    val_samples = load_branch_samples(val, model, combos, option="--val", num_classes=classes) if val else None
+    teacher_model = load_model(teacher)[0] if teacher else None
     runs = Path(run_dir) if run_dir else default_run_dir(out)
     try:
-        result = retrain(model, train, inq=inq, options=train_options, run_dir=runs, val=val_samples, on_event=on_event)
+        result = retrain(model, train, inq=inq, options=train_options, run_dir=runs, val=val_samples,
+                         teacher=teacher_model, on_event=on_event)
         save_model(result.model, out, external_data=source.external_data, source=source, keep_data=False)
         side = write_sidecar(sidecar_path(out), load_checkpoint(runs).sidecar)
-        report = verify(out, reference=source.path or model, pins=train_options.pins) if check else None
+        reports = [verify(out, reference=source.path or model, pins=pins) for pins in combos] if check else [None]
+        report = reports[0]
         if compact:
             compact_output(out)
     except KeyboardInterrupt:  # outside the loop's own Ctrl-C handling (set-up, writing the result)

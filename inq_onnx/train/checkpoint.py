@@ -34,7 +34,8 @@ TEMP_PREFIX = ".ckpt-"
 @dataclass(frozen=True)
 class Progress:
     """Where a run stands: ``sidecar.step`` was partitioned; its retraining has reached
-    ``epoch``/``batch`` (the next batch to run) and is finished when ``trained`` is true."""
+    ``epoch``/``batch`` (the next batch to run) of ``branch`` (the training copy, one per
+    pinned combination, in progress) and is finished when ``trained`` is true."""
 
     trained: bool
     epoch: int = 0
@@ -42,6 +43,8 @@ class Progress:
     options: dict | None = None  # the run's options, to refuse a resume with other ones
     loss_sum: float = 0.0  # training losses of the step so far, so that a resumed step logs its mean
     loss_count: int = 0
+    branch: int = 0  # index of the branch being retrained; the ones before it are done
+    branch_losses: tuple = ()  # (loss sum, batch count) of each finished branch of the step
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,7 @@ def load_checkpoint(run_dir: Path) -> Checkpoint | None:
         progress = json.loads((folder / "progress.json").read_text())
         if progress.pop("format") != FORMAT:
             raise ValueError("unknown checkpoint format")
+        progress["branch_losses"] = tuple(tuple(pair) for pair in progress.get("branch_losses", ()))
         model = onnx.load(str(folder / "model.onnx"))
         sidecar = read_sidecar(folder / "model.inq.safetensors")
         optimizer = None

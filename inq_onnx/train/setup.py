@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from inq_onnx.data import Samples, input_specs, pinned_values
+from inq_onnx.data import Samples, branch_label, input_specs, pin_combinations, pinned_values
 from inq_onnx.errors import DataError, TrainingError
 from inq_onnx.incremental import quantize_options_of, weight_sites
 from inq_onnx.options import QuantizeOptions
@@ -18,7 +18,7 @@ from inq_onnx.sidecar import Sidecar
 from inq_onnx.train.artifacts import build_artifacts
 from inq_onnx.train.distill_tensors import auto_tensors, check_teacher_has
 from inq_onnx.train.feeder import Feeder, batch_count, with_outputs
-from inq_onnx.runtime import session
+from inq_onnx.runtime import first_line, session
 from inq_onnx.train.losses import DistillTerm, LossKind, LossSpec, float_outputs, resolve_loss
 from inq_onnx.train.options import DistillTensors, LossChoice, TrainOptions
 from inq_onnx.train.params import ParamMap, param_map, trainable_tensors
@@ -138,10 +138,24 @@ def check_trainable_ops(prepared: onnx.ModelProto) -> None:
         raise TrainingError(f"ONNX Runtime 1.19.2 cannot train through {', '.join(blockers)} ({reasons})", fix)
 
 
+def build_setups(model: onnx.ModelProto, trains: list[Samples], sidecar: Sidecar, options: TrainOptions,
+                 run_dir: Path, teacher: onnx.ModelProto | None = None) -> list[TrainingSetup]:
+    """One training copy per combination of pinned values (``--pin sr=16000,8000``: both If
+    branches), each with its own samples; a single one keeps its artifacts in ``artifacts/``."""
+    combos = pin_combinations(options.pins)
+    folders = ["artifacts"] if len(combos) == 1 else [f"artifacts/{i}" for i in range(len(combos))]
+    return [build_setup(model, train, sidecar, options, run_dir / folder, pins=combo, teacher=teacher)
+            for combo, train, folder in zip(combos, trains, folders)]
+
+
 def build_setup(model: onnx.ModelProto, train: Samples, sidecar: Sidecar, options: TrainOptions,
-                run_dir: Path) -> TrainingSetup:
-    pins = pinned_values(model, options.pins)
+                folder: Path, *, pins: dict | None = None, teacher: onnx.ModelProto | None = None) -> TrainingSetup:
+    """The training copy of ``model`` with ``pins`` (default: ``options.pins``) folded in;
+    distillation and its loss scale use ``teacher`` (default: ``model``)."""
+    pins = pinned_values(model, options.pins if pins is None else pins)
+    teacher = model if teacher is None else teacher
     batch = min(options.batch_size, len(train))
+    check_fits(teacher, train, pins)
     prepared, passes = prepare_for_training(model, input_shapes=training_shapes(model, train, batch, pins), pins=pins)
     check_trainable_ops(prepared)
     sites, keys = trainable_tensors(model, prepared, sidecar,
@@ -149,11 +163,24 @@ def build_setup(model: onnx.ModelProto, train: Samples, sidecar: Sidecar, option
     if not keys:
         raise TrainingError("no quantized weight is trainable in the training graph",
                             "check `inq-onnx inspect` and the rewrites; or quantize one shot without --data")
-    artifacts = build_artifacts(prepared, trainable=list(sites), folder=run_dir / "artifacts",
-                                loss=loss_spec(options, train, model, pins, prepared))
+    artifacts = build_artifacts(prepared, trainable=list(sites), folder=folder,
+                                loss=loss_spec(options, train, teacher, pins, prepared))
     session = TrainingSession(artifacts, threads=options.threads, device=training_device(options.provider))
     pmap = param_map(session.order, sites, keys, model)
-    feeder = Feeder(train, artifacts.loss, artifacts.inputs, teacher_model=model, pins=pins, threads=options.threads,
+    feeder = Feeder(train, artifacts.loss, artifacts.inputs, teacher_model=teacher, pins=pins, threads=options.threads,
                     provider=options.provider)
     rewrites = [f"{name}: {result.changed}" for name, result in passes if result.changed]
     return TrainingSetup(session, pmap, feeder, batch, rewrites)
+
+
+def check_fits(model: onnx.ModelProto, samples: Samples, pins: dict) -> None:
+    """Samples for a pinned branch must run through the model with its pins (silero's 8 kHz
+    branch takes 288 samples per call, its 16 kHz one 576)."""
+    if not pins or len(samples) == 0:
+        return
+    teacher = session(model)
+    try:
+        teacher.run(None, {**samples.take(slice(0, 1)), **pins})
+    except Exception as error:  # noqa: BLE001 - ORT raises its own RuntimeError subclasses
+        raise DataError(f"{samples.source} does not run through the model with {branch_label(pins)} ({first_line(error)})",
+                        "give one --data (and --val) per pinned value, in the same order, with that branch's shapes") from error
