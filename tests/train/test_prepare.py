@@ -47,8 +47,9 @@ def test_prepare_removes_every_blocker_and_keeps_the_forward():
     assert [name for name, _ in steps] == [
         "fold_if", "pin_input_shapes", "constants_to_initializers", "hardsigmoid_to_minmax",
         "clip_opset_bump", "batchnorm_to_affine", "resize_to_repeat", "convtranspose_to_conv_shuffle",
+        "layernorm_outputs",
     ]
-    assert all(result.changed for _, result in steps)
+    assert all(result.changed for name, result in steps if name != "layernorm_outputs")  # opset 11: no LayerNorm
     assert unsupported_gradient_ops(prepared) == []
     assert not {"If", "HardSigmoid", "BatchNormalization", "Resize", "ConvTranspose", "Constant"} & set(ops(prepared))
     x = rand(2, 3, 4, 6, seed=4) * 3

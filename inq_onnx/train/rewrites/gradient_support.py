@@ -22,7 +22,7 @@ GRADIENT_BLOCKERS: dict[str, str] = {
     "Scan": "control flow on the gradient path (not measured; assumed to fail like If)",
     "Resize": "no CPU kernel for ResizeGrad (rewrite: resize_to_repeat, integer nearest only)",
     "ConvTranspose": "no CPU kernel for ConvTransposeGrad (rewrite: convtranspose_to_conv_shuffle)",
-    "LayerNormalization": "the gradient builder needs its Mean and InvStdDev outputs declared",
+    "LayerNormalization": "the gradient builder needs its Mean and InvStdDev outputs (rewrite: layernorm_outputs)",
     **{op: _NO_BUILDER for op in (
         "PRelu", "Elu", "Selu", "Celu", "Softplus", "Softsign", "Mish", "ThresholdedRelu",
         "InstanceNormalization", "LpNormalization", "ReduceMax", "ReduceMin", "ReduceProd",

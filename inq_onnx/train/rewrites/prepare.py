@@ -16,6 +16,7 @@ from inq_onnx.train.rewrites.constants_to_initializers import constants_to_initi
 from inq_onnx.train.rewrites.convtranspose_to_conv_shuffle import convtranspose_to_conv_shuffle
 from inq_onnx.train.rewrites.fold_if import fold_if
 from inq_onnx.train.rewrites.hardsigmoid_to_minmax import hardsigmoid_to_minmax
+from inq_onnx.train.rewrites.layernorm_outputs import layernorm_outputs
 from inq_onnx.train.rewrites.pin_input_shapes import pin_input_shapes
 from inq_onnx.train.rewrites.resize_to_repeat import resize_to_repeat
 
@@ -83,5 +84,5 @@ def prepare_for_training(
     pin.__name__, fold.__name__ = "pin_input_shapes", "fold_if"
     return run_passes(model, [
         fold, pin, constants_to_initializers, hardsigmoid_to_minmax, clip_opset_bump,
-        batchnorm_to_affine, resize_to_repeat, convtranspose_to_conv_shuffle,
+        batchnorm_to_affine, resize_to_repeat, convtranspose_to_conv_shuffle, layernorm_outputs,
     ])
