@@ -8,8 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from inq_onnx.graph.tensors import TensorSite, read_tensor, write_tensor
-from inq_onnx.graph.weights import select_weights
+from inq_onnx.graph import table
+from inq_onnx.graph.tensors import TensorSite, iter_graphs, read_tensor, write_tensor
+from inq_onnx.graph.uses import build_use_index
+from inq_onnx.graph.weights import terminals
 from inq_onnx.sidecar import Sidecar
 
 
@@ -56,16 +58,55 @@ class ParamMap:
 
 def trainable_tensors(model: onnx.ModelProto, prepared: onnx.ModelProto, sidecar: Sidecar,
                       weight_sites: dict[str, TensorSite]) -> tuple[dict[str, TensorSite], dict[str, str]]:
-    """Weights under INQ plus biases, restricted to float32 initializers of the training graph."""
+    """Weights under INQ plus the biases and normalization parameters that retrain beside them,
+    restricted to float32 initializers of the training graph."""
     in_training = {i.name for i in prepared.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
     sites, keys = {}, {}
     for key, site in weight_sites.items():
         if key in sidecar.tensors and site.name == key and key in in_training:
             sites[key], keys[key] = site, key
-    for c in select_weights(model):
-        if c.skip_reason and c.skip_reason.startswith("bias ") and c.name in in_training and c.name not in sites:
-            sites[c.name] = c.site
+    for name, site in learned_parameters(model).items():
+        if name in in_training and name not in sites:
+            sites[name] = site
     return sites, keys
+
+
+WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+NORM_PARAMETERS = frozenset({"LayerNormalization", "InstanceNormalization", "GroupNormalization"})
+
+
+def learned_parameters(model: onnx.ModelProto) -> dict[str, TensorSite]:
+    """Float constants that are biases or normalization parameters, by name.
+
+    A bias is the bias input of Conv/Gemm/LSTM-like ops, or the operand of an Add that adds it
+    to the output of a Conv/ConvTranspose/Gemm/MatMul (``Add(bias, MatMul(x, W))`` as torch
+    writes a Linear on 3-D input, Paddle's bias Add after a Reshape); a normalization parameter
+    is the scale or bias of LayerNormalization, InstanceNormalization or GroupNormalization.
+    Anything else (anchors, grids, scales of a decode head) stays fixed.
+    """
+    index = build_use_index(model)
+    producers = {o: n.op_type for _, g in iter_graphs(model.graph) for n in g.node for o in n.output}
+    found = {}
+    for site, proto in index.sites.items():
+        if proto.data_type != onnx.TensorProto.FLOAT:
+            continue
+        terms = terminals(index, ("site", site))
+        if terms and all(_learned_use(t, producers) for t in terms):
+            found.setdefault(site.name, site)
+    return found
+
+
+def _learned_use(term, producers: dict[str, str]) -> bool:
+    if term.use is None:
+        return False
+    node, k = term.use.node, term.use.input_index
+    if (node.op_type, k) in table.BIAS_SLOTS:
+        return True
+    if node.op_type in NORM_PARAMETERS and k in (1, 2):
+        return True
+    if node.op_type == "Add" and len(node.input) == 2:
+        return producers.get(node.input[1 - k]) in WEIGHT_OPS
+    return False
 
 
 def param_map(order: tuple[str, ...], sites: dict[str, TensorSite], keys: dict[str, str],
