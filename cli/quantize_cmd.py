@@ -7,6 +7,7 @@ import json
 import click
 
 from inq_onnx.codebook import MAX_BITS, MIN_BITS
+from inq_onnx.bias_correction import BiasCorrection
 from inq_onnx.codebook_range import RangeRule
 from inq_onnx.incremental import InqOptions
 from inq_onnx.jobs import inq_file, quantize_file
@@ -26,6 +27,9 @@ from inq_onnx_cli.render import print_inq_job, print_quantize_job
 @click.option("--range", "range_rule", type=click.Choice([r.value for r in RangeRule]),
               default=QuantizeOptions().range.value, show_default=True,
               help="How each codebook's top 2^n1 is chosen: from max|w| (paper) or by least rounding error (mse, outliers clamp).")
+@click.option("--bias-correction", type=click.Choice([c.value for c in BiasCorrection]), default="auto", show_default=True,
+              help="Move each layer's bias by the mean output shift its rounding causes, measured on up to 256 "
+                   "samples (one-shot: --val; full INQ: --data, after each step). auto: one-shot, where n1 is the paper's.")
 @click.option("--include", multiple=True, metavar="PATTERN", help="Also quantize these tensors (name or glob).")
 @click.option("--exclude", multiple=True, metavar="PATTERN", help="Never quantize these tensors (name or glob).")
 @click.option("--min-size", type=click.IntRange(min=0), default=0, show_default=True, help="Skip tensors with fewer values.")
@@ -39,7 +43,7 @@ from inq_onnx_cli.render import print_inq_job, print_quantize_job
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @verbosity_options
 @click.pass_context
-def quantize_command(ctx, model, bits, output, per_channel, range_rule, include, exclude, min_size, data, val, compact,
+def quantize_command(ctx, model, bits, output, per_channel, range_rule, bias_correction, include, exclude, min_size, data, val, compact,
                      no_verify, as_json, **kw):
     """Turn the weights of MODEL into powers of two or zero.
 
@@ -53,7 +57,7 @@ def quantize_command(ctx, model, bits, output, per_channel, range_rule, include,
       inq-onnx quantize model.onnx --bits 3 --data unlabeled.npz --loss distill
     """
     options = QuantizeOptions(bits=bits, per_channel=per_channel, include=include, exclude=exclude, min_size=min_size,
-                              range=range_rule)
+                              range=range_rule, bias_correction=bias_correction)
     quiet = as_json or verbosity(ctx) < 0
     if data is None:
         job = quantize_file(model, output, options, check=not no_verify, samples_path=val, compact=compact,
