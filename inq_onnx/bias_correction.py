@@ -86,4 +86,6 @@ def corrected_bias(bias: np.ndarray | None, shift: np.ndarray, beta: float = 1.0
     if bias is None:
         return -shift
     b = np.asarray(bias, np.float64)
-    return (b.reshape(-1) - shift).reshape(b.shape) if b.size == shift.size else b - shift
+    if b.size != shift.size:
+        raise ValueError(f"a bias of {b.size} values for {shift.size} output channels")
+    return (b.reshape(-1) - shift).reshape(b.shape)

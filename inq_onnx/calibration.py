@@ -16,7 +16,7 @@ import onnx
 from inq_onnx import bias_correction as bc
 from inq_onnx.data import Samples
 from inq_onnx.graph.bias_layers import Layer, add_bias, expose_values, find_layers
-from inq_onnx.graph.tensors import TensorSite, read_tensor, write_tensor
+from inq_onnx.graph.tensors import TensorSite, read_tensor, tensor_proto, write_tensor
 from inq_onnx.runtime import session
 
 __all__ = ["CALIBRATION_SAMPLES", "BiasReport", "Calibration", "calibrate", "correct_step"]
@@ -103,7 +103,7 @@ def measure_means(model: onnx.ModelProto, layers: dict[TensorSite, Layer], sampl
                   pins: dict) -> dict[TensorSite, np.ndarray]:
     """Mean input of every layer (per channel for Conv, per feature for Gemm/MatMul)."""
     inputs = {i.name for i in model.graph.input}
-    elem = {layer.activation: weight_type(model, layer.weight) for layer in layers.values()}
+    elem = {layer.activation: tensor_proto(model, layer.weight).data_type for layer in layers.values()}
     names = [n for n in elem if n not in inputs]  # graph inputs are read from the feeds themselves
     sess = session(expose_values(model, {n: elem[n] for n in names}).model)
     sums: dict[str, np.ndarray] = {}
@@ -118,12 +118,6 @@ def measure_means(model: onnx.ModelProto, layers: dict[TensorSite, Layer], sampl
             sums[name] = sums.get(name, 0.0) + means * n
             counts[name] = counts.get(name, 0) + n
     return {site: sums[layer.activation] / counts[layer.activation] for site, layer in layers.items()}
-
-
-def weight_type(model: onnx.ModelProto, site: TensorSite) -> int:
-    from inq_onnx.graph.tensors import tensor_proto
-
-    return tensor_proto(model, site).data_type
 
 
 def correct_step(before: onnx.ModelProto, after: onnx.ModelProto, weights, samples: Samples, *,

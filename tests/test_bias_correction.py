@@ -70,3 +70,8 @@ def test_when_it_applies():
     assert bc.applies("on", paper_range=False, incremental=True) and not bc.applies("off", paper_range=True, incremental=False)
     with pytest.raises(ValueError):
         bc.applies("sometimes", paper_range=True, incremental=False)
+
+
+def test_a_bias_of_another_size_is_refused():
+    with pytest.raises(ValueError, match="3 values for 2 output channels"):
+        bc.corrected_bias(np.zeros(3), np.zeros(2))

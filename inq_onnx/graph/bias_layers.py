@@ -66,7 +66,7 @@ def _own_bias(index: UseIndex, name: str, size: int, user: Use) -> TensorSite | 
     return site
 
 
-def _layer(model: onnx.ModelProto, index: UseIndex, weight: TensorSite, create: bool) -> Layer | str:
+def _layer(index: UseIndex, weight: TensorSite, create: bool) -> Layer | str:
     if weight.graph_path:
         return "inside a subgraph"
     uses = index.of(("site", weight))
@@ -110,7 +110,7 @@ def find_layers(model: onnx.ModelProto, weights, *, create: bool = True) -> tupl
     index = build_use_index(model)
     layers, skipped = {}, {}
     for weight in weights:
-        found = _layer(model, index, weight, create)
+        found = _layer(index, weight, create)
         if isinstance(found, str):
             skipped[weight] = found
         else:
