@@ -127,3 +127,12 @@ def test_the_option_is_validated(value):
 
     with pytest.raises(InvalidOptionError, match="bias_correction must be one of"):
         QuantizeOptions(bias_correction=value)
+
+
+def test_a_model_with_external_data_is_reported_not_copied(tmp_path):
+    model = conv_gemm_model()
+    onnx.save(conv_gemm_model(), tmp_path / "m.onnx", save_as_external_data=True, size_threshold=0, location="m.data")
+    loaded = onnx.load(str(tmp_path / "m.onnx"), load_external_data=False)
+    sites = [c.site for c in select_weights(model) if c.selected]
+    cal = calibrate(loaded, sites, samples())
+    assert "external data" in cal.error and not cal.layers
