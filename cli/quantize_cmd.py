@@ -6,8 +6,8 @@ import json
 
 import click
 
-from inq_onnx.codebook import MAX_BITS, MIN_BITS
 from inq_onnx.bias_correction import BiasCorrection
+from inq_onnx.codebook import MAX_BITS, MIN_BITS
 from inq_onnx.codebook_range import RangeRule
 from inq_onnx.incremental import InqOptions
 from inq_onnx.jobs import inq_file, quantize_file
@@ -43,8 +43,8 @@ from inq_onnx_cli.render import print_inq_job, print_quantize_job
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @verbosity_options
 @click.pass_context
-def quantize_command(ctx, model, bits, output, per_channel, range_rule, bias_correction, include, exclude, min_size, data, val, compact,
-                     no_verify, as_json, **kw):
+def quantize_command(ctx, model, bits, output, per_channel, range_rule, bias_correction, include, exclude, min_size,
+                     data, val, compact, no_verify, as_json, **kw):
     """Turn the weights of MODEL into powers of two or zero.
 
     Without --data: one-shot rounding, no data needed. With --data: full INQ (partition,

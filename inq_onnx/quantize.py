@@ -17,12 +17,12 @@ import onnx
 from inq_onnx import __version__, codebook
 from inq_onnx.bias_correction import applies
 from inq_onnx.codebook_range import RangeRule, make_codebook_by, resolve_rule
+from inq_onnx.data import Samples
 from inq_onnx.graph.io import load_model
 from inq_onnx.graph.passes import copy_model
 from inq_onnx.graph.tensors import TensorSite, read_tensor, write_tensor
 from inq_onnx.graph.weights import Candidate, select_weights
 from inq_onnx.options import QuantizeOptions
-from inq_onnx.data import Samples
 from inq_onnx.report import QuantizeResult, TensorReport, skipped_report, tensor_report
 
 METADATA_KEY = "inq_onnx.quantized"

@@ -20,11 +20,11 @@ from typing import Callable
 import numpy as np
 import onnx
 
+from inq_onnx.bias_correction import applies
+from inq_onnx.calibration import correct_step
 from inq_onnx.data import Samples
 from inq_onnx.errors import Interrupted, SidecarError
 from inq_onnx.graph.fingerprint import structure_fingerprint
-from inq_onnx.bias_correction import applies
-from inq_onnx.calibration import correct_step
 from inq_onnx.incremental import InqOptions, check_sidecar, partition_step, quantized_share, start, weight_sites
 from inq_onnx.optim import MaskedAdamW, MaskedSGD
 from inq_onnx.schedule import LRDecay, LRSchedule
