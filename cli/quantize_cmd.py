@@ -26,7 +26,8 @@ from inq_onnx_cli.render import print_inq_job, print_quantize_job
 @click.option("--per-channel", is_flag=True, help="One codebook per output channel (beyond the paper).")
 @click.option("--range", "range_rule", type=click.Choice([r.value for r in RangeRule]),
               default=QuantizeOptions().range.value, show_default=True,
-              help="How each codebook's top 2^n1 is chosen: from max|w| (paper) or by least rounding error (mse, outliers clamp).")
+              help="How each codebook's top 2^n1 is chosen: from max|w| (paper), or by least squared (mse) or absolute "
+                   "(mae) rounding error, outliers clamped. auto: mse at 2 bits and at 3 bits per tensor, else paper.")
 @click.option("--bias-correction", type=click.Choice([c.value for c in BiasCorrection]), default="auto", show_default=True,
               help="Move each layer's bias by the mean output shift its rounding causes, measured on up to 256 "
                    "samples (one-shot: --val; full INQ: --data, after each step). auto: one-shot, where n1 is the paper's.")
