@@ -34,7 +34,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bits", type=int, nargs="+", default=list(zoo.BITS))
     parser.add_argument("--models", nargs="+", help="file names in ../shared/models (default: all)")
-    parser.add_argument("--range", nargs="+", default=["paper"], choices=[r.value for r in RangeRule],
+    parser.add_argument("--range", nargs="+", default=["auto"], choices=[r.value for r in RangeRule],
                         help="n1 rule(s); with several, a side-by-side table follows")
     parser.add_argument("--detector", action="store_true",
                         help="also quantize the tensors skipped as fixed, to compare (only models that have some)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from inq_onnx.report import quantized_table, skipped_summary
+from inq_onnx.report import bias_summary, quantized_table, skipped_summary
 
 AGREEMENT_OK = 0.99
 
@@ -22,6 +22,8 @@ def print_quantize_job(job, verbose: bool = False) -> None:
     click.echo(f"\nquantized {len(q)} tensors ({params:,} weights) to {bits} bits; skipped {len(s)}:")
     if s:
         click.echo(skipped_summary(result, verbose))
+    if result.bias_correction is not None:
+        click.echo(bias_summary(result.bias_correction) + " (the --val samples)")
     compact = job.output_bytes < 0.8 * job.input_bytes
     click.echo(f"\nwrote {job.output}  ({megabytes(job.input_bytes)} -> {megabytes(job.output_bytes)}"
                + (")" if compact else "; the weights are still stored as floats: --compact or "

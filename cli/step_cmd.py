@@ -19,7 +19,7 @@ from inq_onnx_cli.inq_options import parse_schedule_option, schedule_options
 @click.option("-b", "--bits", type=click.IntRange(MIN_BITS, MAX_BITS), help="Bit-width (first step only; later steps read the sidecar).")
 @click.option("--per-channel", is_flag=True, help="One codebook per output channel (first step only).")
 @click.option("--range", "range_rule", type=click.Choice([r.value for r in RangeRule]),
-              help=f"How n1 is chosen: paper or mse (first step only) [default: {QuantizeOptions().range.value}].")
+              help=f"How n1 is chosen: paper, mse or mae (first step only) [default: {QuantizeOptions().range.value}].")
 @click.option("--sidecar", type=click.Path(path_type=str), help="Mask sidecar of MODEL [default: MODEL.inq.safetensors if present].")
 @schedule_options
 @verbosity_options

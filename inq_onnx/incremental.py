@@ -126,10 +126,11 @@ def options_of(sidecar: Sidecar) -> InqOptions:
 
 
 def quantize_options_of(sidecar: Sidecar) -> dict:
-    """The one-shot options a sidecar records (one written before ``range`` existed: the paper's)."""
-    keys = ("bits", "per_channel", "include", "exclude", "min_size", "range")
+    """The one-shot options a sidecar records (one written before ``range`` and
+    ``bias_correction`` existed: the paper's n1, no correction)."""
+    keys = ("bits", "per_channel", "include", "exclude", "min_size", "range", "bias_correction")
     recorded = {k: tuple(v) if isinstance(v, list) else v for k, v in sidecar.options.items() if k in keys}
-    return {"range": RangeRule.PAPER.value, **recorded}
+    return {"range": RangeRule.PAPER.value, "bias_correction": "off", **recorded}
 
 
 def stamp_final(model: onnx.ModelProto, sidecar: Sidecar, sites: dict[str, TensorSite]) -> None:

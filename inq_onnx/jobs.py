@@ -94,7 +94,7 @@ def quantize_file(model_path: str | os.PathLike, output: str | os.PathLike | Non
     log.info("quantizing %s to %d bits", model_path, options.bits)
     external = source.external_data or tensor_bytes(model) > PROTOBUF_LIMIT
     with ModelWriter(out, external_data=external, source=source) as writer:
-        result = quantize_model(model, options, in_place=True, write=writer.write_tensor)
+        result = quantize_model(model, options, in_place=True, write=writer.write_tensor, samples=samples, pins=pins)
         writer.save(result.model)
     if external:  # the model in memory still holds the float weights (protobuf frees nothing): drop it
         del model

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from inq_onnx.codebook import MAX_BITS, MIN_BITS, check_bits
+from inq_onnx.bias_correction import BiasCorrection
 from inq_onnx.codebook_range import RangeRule
 from inq_onnx.errors import InvalidOptionError
 
@@ -12,7 +13,9 @@ from inq_onnx.errors import InvalidOptionError
 @dataclass(frozen=True)
 class QuantizeOptions:
     """What one-shot quantization does. ``include``/``exclude`` are names or glob patterns;
-    ``range`` is the rule that picks each codebook's n1 (see ``codebook_range``)."""
+    ``range`` is the rule that picks each codebook's n1 (see ``codebook_range``);
+    ``bias_correction``: with samples, move each layer's bias by the mean output shift that
+    rounding its weights causes (see ``calibration``)."""
 
     bits: int = 4
     per_channel: bool = False
@@ -20,6 +23,7 @@ class QuantizeOptions:
     exclude: tuple[str, ...] = ()
     min_size: int = 0
     range: RangeRule = RangeRule.AUTO
+    bias_correction: BiasCorrection = BiasCorrection.AUTO
 
     def __post_init__(self) -> None:
         try:
@@ -35,10 +39,15 @@ class QuantizeOptions:
         except ValueError:
             raise InvalidOptionError(f"range must be one of {[r.value for r in RangeRule]}, got {self.range!r}",
                                      "pass e.g. --range mse") from None
+        try:
+            object.__setattr__(self, "bias_correction", BiasCorrection(self.bias_correction))
+        except ValueError:
+            raise InvalidOptionError(f"bias_correction must be one of {[c.value for c in BiasCorrection]}, got "
+                                     f"{self.bias_correction!r}", "pass e.g. --bias-correction on") from None
         object.__setattr__(self, "include", tuple(self.include))
         object.__setattr__(self, "exclude", tuple(self.exclude))
 
     def as_dict(self) -> dict:
         return {"bits": self.bits, "per_channel": self.per_channel, "include": list(self.include),
                 "exclude": list(self.exclude), "min_size": self.min_size,
-                "range": self.range.value}
+                "range": self.range.value, "bias_correction": self.bias_correction.value}

@@ -15,7 +15,9 @@ import numpy as np
 import onnx
 
 from inq_onnx import __version__, codebook
+from inq_onnx.bias_correction import applies
 from inq_onnx.codebook_range import RangeRule, make_codebook_by, resolve_rule
+from inq_onnx.data import Samples
 from inq_onnx.graph.io import load_model
 from inq_onnx.graph.passes import copy_model
 from inq_onnx.graph.tensors import TensorSite, read_tensor, write_tensor
@@ -44,23 +46,34 @@ def quantize(model: onnx.ModelProto | str | os.PathLike, *, bits: int = 4, per_c
 
 
 def quantize_model(model: onnx.ModelProto, options: QuantizeOptions, *, in_place: bool = False,
-                   write: TensorWriter = write_tensor) -> QuantizeResult:
+                   write: TensorWriter = write_tensor, samples: Samples | None = None,
+                   pins: dict | None = None) -> QuantizeResult:
     """Quantize a copy of ``model`` (or ``model`` itself when ``in_place``: no second copy of a
     large model); ``write`` puts each new tensor in place (``graph.io.ModelWriter.write_tensor``
-    streams it into the output's external data instead)."""
+    streams it into the output's external data instead). With ``samples`` (and
+    ``options.bias_correction``), each layer's bias is corrected for the mean output shift its
+    rounding causes, measured on those samples (``calibration``)."""
     out = model if in_place else copy_model(model)
     reports: list[TensorReport] = []
     recorded: dict[str, dict] = {}
-    for candidate in select_weights(out, include=options.include, exclude=options.exclude, min_size=options.min_size):
+    candidates = select_weights(out, include=options.include, exclude=options.exclude, min_size=options.min_size)
+    cal = None
+    paper_range = resolve_rule(options.range, options.bits, options.per_channel) is RangeRule.PAPER
+    if samples is not None and applies(options.bias_correction, paper_range=paper_range, incremental=False):
+        from inq_onnx.calibration import calibrate
+
+        cal = calibrate(out, [c.site for c in candidates if c.selected], samples, pins=pins)
+    for candidate in candidates:
         if not candidate.selected:
             reports.append(skipped_report(candidate))
             continue
-        report = quantize_tensor(out, candidate, options, write)
+        report = quantize_tensor(out, candidate, options, write, on_rounded=cal.rounded if cal else None)
         reports.append(report)
         if report.quantized:
             recorded[candidate.name] = {"channel_axes": list(report.channel_axes), "range": report.range_rule}
+    bias = cal.apply(out, write) if cal else None
     stamp_metadata(out, options, recorded)
-    return QuantizeResult(model=out, options=options, tensors=tuple(reports))
+    return QuantizeResult(model=out, options=options, tensors=tuple(reports), bias_correction=bias)
 
 
 def channel_axes_for(candidate: Candidate, options: QuantizeOptions) -> tuple[int, ...]:
@@ -68,7 +81,7 @@ def channel_axes_for(candidate: Candidate, options: QuantizeOptions) -> tuple[in
 
 
 def quantize_tensor(model: onnx.ModelProto, candidate: Candidate, options: QuantizeOptions,
-                    write: TensorWriter = write_tensor) -> TensorReport:
+                    write: TensorWriter = write_tensor, on_rounded=None) -> TensorReport:
     w = read_tensor(model, candidate.site)
     axes = channel_axes_for(candidate, options)
     rule = resolve_rule(options.range, options.bits, bool(axes))
@@ -79,6 +92,8 @@ def quantize_tensor(model: onnx.ModelProto, candidate: Candidate, options: Quant
     q = np.empty_like(w)
     for rows, part, part_book in codebook.blocks(w, book):
         q[rows] = codebook.quantize(part, part_book)
+    if on_rounded is not None:
+        on_rounded(candidate.site, w, q)
     write(model, candidate.site, q)
     return tensor_report(candidate, w, q, book, rule)
 

@@ -13,6 +13,7 @@ from inq_onnx.codebook_range import RangeRule
 if TYPE_CHECKING:  # only for annotations: report stays free of graph imports at run time
     import onnx
 
+    from inq_onnx.calibration import BiasReport
     from inq_onnx.graph.weights import Candidate
     from inq_onnx.options import QuantizeOptions
 
@@ -46,6 +47,7 @@ class QuantizeResult:
     model: "onnx.ModelProto"
     options: "QuantizeOptions"
     tensors: tuple[TensorReport, ...]
+    bias_correction: "BiasReport | None" = None  # with samples: which layer biases were corrected
 
     @property
     def quantized(self) -> tuple[TensorReport, ...]:
@@ -56,7 +58,9 @@ class QuantizeResult:
         return tuple(t for t in self.tensors if not t.quantized)
 
     def as_dict(self) -> dict:
-        return {"options": self.options.as_dict(), "tensors": [t.as_dict() for t in self.tensors]}
+        bias = self.bias_correction.as_dict() if self.bias_correction else None
+        return {"options": self.options.as_dict(), "tensors": [t.as_dict() for t in self.tensors],
+                "bias_correction": bias}
 
 
 def relative_error(w: np.ndarray, q: np.ndarray, block: int = 1 << 20) -> float:
@@ -115,3 +119,17 @@ def skipped_summary(result: QuantizeResult, verbose: bool = False) -> str:
         key = t.skip_reason.split(" '")[0] if t.skip_reason else "?"
         groups.setdefault(key, []).append(t.name)
     return "\n".join(f"  {len(names):4d} x {reason}  (e.g. {names[0]})" for reason, names in sorted(groups.items(), key=lambda kv: -len(kv[1])))
+
+
+def bias_summary(report: "BiasReport") -> str:
+    """One line (plus skip reasons) on what bias correction did."""
+    if report.error:
+        return f"bias correction skipped: {report.error}"
+    created = f" ({len(report.created)} given a new bias)" if report.created else ""
+    line = f"bias correction on {report.samples} samples: {len(report.corrected)} layers corrected{created}"
+    if report.skipped:
+        reasons: dict[str, int] = {}
+        for reason in report.skipped.values():
+            reasons[reason] = reasons.get(reason, 0) + 1
+        line += "; left alone: " + "; ".join(f"{n} x {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    return line

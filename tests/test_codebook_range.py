@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from inq_onnx import codebook
-from inq_onnx.codebook_range import SEARCH_DEPTH, RangeRule, candidate_errors, make_codebook_by, mse_n1
+from inq_onnx.codebook_range import (
+    SEARCH_DEPTH, RangeRule, candidate_errors, lowest_exponent, make_codebook_by, mse_n1, smallest_exponents,
+)
 from inq_onnx.errors import InvalidOptionError
 from inq_onnx.export.encoding import recover_codebook
 from inq_onnx.options import QuantizeOptions
@@ -20,13 +22,13 @@ from inq_onnx.options import QuantizeOptions
 finite = st.floats(min_value=-1e4, max_value=1e4, allow_nan=False, width=32)
 
 
-def brute_errors(w: np.ndarray, paper: codebook.Codebook, depth: int = SEARCH_DEPTH) -> np.ndarray:
-    """||W - Q(W)||^2 per candidate n1_paper - j and channel, by rounding with each candidate."""
+def brute_errors(w: np.ndarray, paper: codebook.Codebook, depth: int = SEARCH_DEPTH, norm: int = 2) -> np.ndarray:
+    """sum |W - Q(W)|^norm per candidate n1_paper - j and channel, by rounding with each candidate."""
     reduced = codebook.reduce_axes(w.ndim, paper.channel_axes)
     rows = []
     for j in range(depth + 1):
         q = codebook.quantize(w, codebook.Codebook(paper.bits, paper.n1 - j, paper.channel_axes))
-        error = (w.astype(np.float64) - q.astype(np.float64)) ** 2
+        error = np.abs(w.astype(np.float64) - q.astype(np.float64)) ** norm
         rows.append(error.sum(axis=reduced, keepdims=True).ravel())
     return np.array(rows)
 
@@ -39,16 +41,18 @@ def test_module_imports_no_onnx():
 
 @settings(max_examples=150, deadline=None)
 @given(w=arrays(np.float32, st.tuples(st.integers(1, 6), st.integers(1, 9)), elements=finite),
-       bits=st.integers(2, 8), axes=st.sampled_from([(), (0,), (1,)]))
-def test_errors_per_candidate_match_rounding_with_each_candidate(w, bits, axes):
+       bits=st.integers(2, 8), axes=st.sampled_from([(), (0,), (1,)]), norm=st.sampled_from([1, 2]))
+def test_errors_per_candidate_match_rounding_with_each_candidate(w, bits, axes, norm):
     if not np.any(w):
         return
     paper = codebook.make_codebook(w, bits, axes)
-    scale = np.ldexp(1.0, 2 * paper.n1.astype(np.int64)).ravel()  # candidate_errors is in units of 4^n1_paper
-    expected = brute_errors(w, paper)
-    got = candidate_errors(w, paper) * scale
+    scale = np.ldexp(1.0, norm * paper.n1.astype(np.int64)).ravel()  # in units of 2^(norm n1_paper)
+    expected = brute_errors(w, paper, norm=norm)
+    got = candidate_errors(w, paper, norm=norm) * scale
+    held = lowest_exponent(w) <= smallest_exponents(paper, SEARCH_DEPTH)  # candidates float32 can hold
+    expected, got = np.where(held, expected, 0.0), np.where(held, got, 0.0)
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12 * float(np.max(expected, initial=0.0)))
-    chosen = make_codebook_by(w, bits, axes, RangeRule.MSE)
+    chosen = make_codebook_by(w, bits, axes, RangeRule.MSE if norm == 2 else RangeRule.MAE)
     best = expected[(paper.n1 - chosen.n1).ravel(), np.arange(expected.shape[1])]
     assert np.all(best <= expected.min(axis=0) * (1 + 1e-9) + 1e-300)  # the least error of the candidates
     assert np.all(best <= expected[0] * (1 + 1e-9))  # never worse than the paper's n1
@@ -70,6 +74,9 @@ def test_one_outlier_no_longer_zeroes_the_tensor():
 def test_ties_keep_the_paper_n1():
     w = np.array([1.0, -0.5, 0.25, 0.0])  # on the paper's codebook: error 0, as low as any can be
     assert make_codebook_by(w, 4, rule=RangeRule.MSE).n1.item() == codebook.make_codebook(w, 4).n1.item() == 0
+    assert make_codebook_by(w, 4, rule=RangeRule.MAE).n1.item() == 0
+    with pytest.raises(ValueError, match="norm must be 1 or 2"):
+        candidate_errors(w, codebook.make_codebook(w, 4), norm=3)
 
 
 def test_a_quantized_tensor_still_tells_its_n1():
@@ -77,9 +84,9 @@ def test_a_quantized_tensor_still_tells_its_n1():
     rng = np.random.default_rng(1)
     w = rng.standard_t(2, size=(8, 3, 5)).astype(np.float32)
     w[5] = 0  # an all-zero channel
-    for bits in (2, 3, 4, 5):
+    for bits, rule in ((2, RangeRule.MSE), (3, RangeRule.MAE), (4, RangeRule.MSE), (5, RangeRule.MAE)):
         for axes in ((), (0,), (1,)):
-            book = make_codebook_by(w, bits, axes, RangeRule.MSE)
+            book = make_codebook_by(w, bits, axes, rule)
             q = codebook.quantize(w, book)
             recovered = recover_codebook(q, bits, axes)
             nonzero = np.max(np.abs(q), axis=codebook.reduce_axes(q.ndim, axes), keepdims=True) > 0
@@ -125,3 +132,11 @@ def test_the_option_is_typed_and_recorded():
     assert QuantizeOptions(range=RangeRule.PAPER).as_dict()["range"] == "paper"
     with pytest.raises(InvalidOptionError, match="range must be one of"):
         QuantizeOptions(range="median")
+
+
+def test_no_candidate_has_values_the_dtype_cannot_hold():
+    w = np.array([1e-45, 0.0], np.float32)  # the smallest float32 subnormal: 2^-149
+    assert make_codebook_by(w, 2, rule=RangeRule.MAE).n1.item() == codebook.make_codebook(w, 2).n1.item() == -149
+    w16 = np.array([2.0**-14, 2.0**-17, 2.0**-18, 2.0**-18], np.float16)  # float16 holds down to 2^-24
+    assert codebook.make_codebook(w16, 5).n2.item() == -21
+    assert make_codebook_by(w16, 5, rule=RangeRule.MAE).n2.item() >= -24

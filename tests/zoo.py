@@ -223,7 +223,7 @@ def fixed_note(fixed: dict[str, str]) -> str:
 
 
 def measure(file: str, bits: int, per_channel: bool, *, detector: bool = True, only_fixed: bool = False,
-            label: str = "", range: str = "paper") -> Row:
+            label: str = "", range: str = "auto") -> Row:
     """Quantize one zoo model and score it. ``detector=False`` forces the tensors the fixed-tensor
     detector skips into quantization (``include``), to show what skipping them is worth;
     ``only_fixed`` quantizes those alone (every learned weight excluded). ``range``: the n1 rule."""

@@ -20,10 +20,12 @@ from typing import Callable, Sequence
 import numpy as np
 import onnx
 
+from inq_onnx.bias_correction import applies
+from inq_onnx.calibration import correct_step
 from inq_onnx.data import Samples, branch_label, pin_combinations, pinned_values
 from inq_onnx.errors import DataError, Interrupted, SidecarError
 from inq_onnx.graph.fingerprint import structure_fingerprint
-from inq_onnx.incremental import InqOptions, check_sidecar, partition_step, quantized_share, start
+from inq_onnx.incremental import InqOptions, check_sidecar, partition_step, quantized_share, start, weight_sites
 from inq_onnx.optim import MaskedAdamW, MaskedSGD
 from inq_onnx.schedule import LRDecay, LRSchedule
 from inq_onnx.sidecar import check_compatible
@@ -130,6 +132,7 @@ class Loop:
                     if ckpt.sidecar.step == len(ckpt.sidecar.schedule) - 1:
                         return RunResult(ckpt.model, read_log(self.run_dir), resumed)
                     model, sidecar = partition_step(ckpt.model, ckpt.sidecar)
+                    model = self.correct_biases(ckpt.model, model, sidecar)
                     ckpt = Checkpoint(model, sidecar, Progress(False, options=ckpt.progress.options), None)
                 ckpt = self.train_step(ckpt)
                 last = ckpt.sidecar.step == len(ckpt.sidecar.schedule) - 1
@@ -137,6 +140,14 @@ class Loop:
                     raise self.interrupted(f"after step {ckpt.sidecar.step + 1}")
         finally:
             signal.signal(signal.SIGINT, previous)
+
+    def correct_biases(self, before: onnx.ModelProto, after: onnx.ModelProto, sidecar) -> onnx.ModelProto:
+        """Bias correction after a partition step (``calibration.correct_step``), trained biases only."""
+        if not applies(self.inq.quantize.bias_correction, paper_range=True, incremental=True):  # only when "on"
+            return after
+        sites = weight_sites(after, self.inq.quantize)
+        return correct_step(before, after, [sites[k] for k in sidecar.tensors], self.setup.feeder.samples,
+                            pins=self.setup.feeder.pins, biases=set(self.setup.params.order), seed=self.inq.seed)
 
     def request_stop(self, signum, frame) -> None:
         self.stop_requested = True

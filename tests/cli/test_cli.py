@@ -123,3 +123,28 @@ def test_range_rule_is_chosen_reported_and_stamped(tmp_path):
     assert proc.returncode == 0 and "n1 rule" in proc.stdout and " mse " in proc.stdout
     proc = run("quantize", FIXTURE, "--range", "median", "-o", tmp_path / "bad.onnx")
     assert proc.returncode != 0 and "median" in proc.stderr
+
+
+def test_bias_correction_uses_the_val_samples_and_says_so(tmp_path):
+    digits = np.load(FIXTURE.parent / "digits.npz")
+    val = tmp_path / "val.npz"
+    np.savez(val, input=digits["x_test"].astype(np.float32) / 16.0, labels=digits["y_test"])
+    proc = run("quantize", FIXTURE, "--bits", "4", "--val", val, "-o", tmp_path / "on.onnx")
+    assert proc.returncode == 0, proc.stderr
+    assert "bias correction on 256 samples: 4 layers corrected" in proc.stdout and "(the --val samples)" in proc.stdout
+    proc = run("quantize", FIXTURE, "--bits", "4", "--val", val, "--bias-correction", "off", "-o", tmp_path / "off.onnx", "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["bias_correction"] is None
+    before = {i.name: i for i in onnx.load(tmp_path / "off.onnx").graph.initializer}
+    after = {i.name: i for i in onnx.load(tmp_path / "on.onnx").graph.initializer}
+    assert before.keys() == after.keys() and any(before[k] != after[k] for k in before if "bias" in k)
+
+
+def test_bias_correction_is_off_by_default_where_the_least_error_range_is_used(tmp_path):
+    digits = np.load(FIXTURE.parent / "digits.npz")
+    val = tmp_path / "val.npz"
+    np.savez(val, input=digits["x_test"].astype(np.float32) / 16.0, labels=digits["y_test"])
+    for args, corrected in ((["--bits", "3"], False), (["--bits", "3", "--per-channel"], True),
+                            (["--bits", "3", "--range", "paper"], True), (["--bits", "2", "--bias-correction", "on"], True)):
+        proc = run("quantize", FIXTURE, *args, "--val", val, "-o", tmp_path / "q.onnx", "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert (json.loads(proc.stdout)["bias_correction"] is not None) == corrected, args

@@ -99,3 +99,18 @@ def test_a_log_line_torn_by_a_kill_spoils_only_itself(tmp_path):
         f.write('{"step": 1, "train_lo')  # killed while writing step 1's record
     append_line(tmp_path / LOG, json.dumps({"step": 1, "train_loss": 0.25}))  # the rerun's
     assert read_log(tmp_path) == [{"step": 0, "train_loss": 0.5}, {"step": 1, "train_loss": 0.25}]
+
+
+def test_bias_correction_after_each_step_moves_the_biases_and_keeps_the_masks(digits, tmp_path):
+    model, train, val = digits
+    on = InqOptions(QuantizeOptions(bits=4, bias_correction="on"), schedule=(0.5, 1.0))
+    off = InqOptions(QuantizeOptions(bits=4, bias_correction="off"), schedule=(0.5, 1.0))
+    no_training = TrainOptions(epochs_per_step=0, batch_size=64)  # only the partition steps (and corrections)
+    a = retrain(model, train, inq=on, options=no_training, run_dir=tmp_path / "on").model
+    b = retrain(model, train, inq=off, options=no_training, run_dir=tmp_path / "off").model
+    assert off_codebook(a) == [] and weights(a).keys() == weights(b).keys()
+    for key, value in weights(a).items():
+        np.testing.assert_array_equal(value, weights(b)[key])  # the weights are the same; only biases moved
+    biases = lambda m: {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer if i.name.endswith("bias")}
+    moved = [k for k, v in biases(a).items() if not np.array_equal(v, biases(b)[k])]
+    assert moved and len(a.graph.initializer) == len(b.graph.initializer)
