@@ -141,7 +141,8 @@ def inq_file(model_path: str | os.PathLike, output: str | os.PathLike | None, in
     model, source = load_model(model_path)
     out = Path(output) if output else default_output(Path(model_path), inq.quantize.bits)
     check_writable_target(out, source)
-    pinned, classes = tuple(train_options.pins), class_count(model, train_options.loss_output)
+    pinned = tuple(train_options.pins)
+    classes = class_count(model, train_options.loss_output, train_options.class_axis)
     train = load_samples(data, model, num_classes=classes, pinned=pinned)
     val_samples = load_samples(val, model, num_classes=classes, pinned=pinned) if val else None
     runs = Path(run_dir) if run_dir else default_run_dir(out)
