@@ -122,7 +122,9 @@ def quantize(model: Path, out: Path, train: Path, val: Path, args, variant: str)
         else:
             command += ["--loss", "distill", "--distill-tensors", variant]
     started = time.monotonic()
-    subprocess.run(command, check=True)
+    done = subprocess.run(command, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
     return time.monotonic() - started
 
 
@@ -146,7 +148,11 @@ def main() -> int:
         float_path = MODELS / FILES[args.model]
         for variant in variants:
             out = folder / f"{args.model}.{args.bits}b.{variant.replace(',', '+')}.onnx"
-            seconds = quantize(float_path, out, train, val, args, variant)
+            try:
+                seconds = quantize(float_path, out, train, val, args, variant)
+            except RuntimeError as error:  # e.g. a loss that became nan: a result too
+                print(f"{args.model} {args.bits} b {variant}: failed ({error})", flush=True)
+                continue
             figures = ", ".join(f"{k} {v:.4g}" for k, v in score(args.model, out, float_path, val).items())
             print(f"{args.model} {args.bits} b {variant}: {figures}, {seconds:.0f} s", flush=True)
     return 0
