@@ -147,7 +147,7 @@ def inq_file(model_path: str | os.PathLike, output: str | os.PathLike | None, in
     out = Path(output) if output else default_output(Path(model_path), inq.quantize.bits)
     check_writable_target(out, source)
     combos = [pinned_values(model, combo) for combo in pin_combinations(train_options.pins)]
-    classes = class_count(model, train_options.loss_output)
+    classes = class_count(model, train_options.loss_output, train_options.class_axis)
     train = load_branch_samples(data, model, combos, option="--data", num_classes=classes)
     val_samples = load_branch_samples(val, model, combos, option="--val", num_classes=classes) if val else None
     teacher_model = load_model(teacher)[0] if teacher else None

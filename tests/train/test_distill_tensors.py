@@ -91,3 +91,20 @@ def test_distill_tensors_option_parses_choices_and_names():
     assert TrainOptions(distill_tensors="a,b").as_dict()["distill_tensors"] == ["a", "b"]
     with pytest.raises(InvalidOptionError, match="no distillation tensor"):
         TrainOptions(distill_tensors=",")
+
+
+def test_the_feeder_gives_each_target_input_the_teachers_value_of_its_tensor():
+    from inq_onnx.train.feeder import Feeder
+    from inq_onnx.train.losses import resolve_loss
+
+    model = _chain()
+    x = np.random.default_rng(2).normal(size=(6, 2, 3, 3)).astype(np.float32)
+    loss = resolve_loss(model, loss_spec(TrainOptions(distill_tensors=("a3",)), Samples({"x": x}, None, "t"), model, {}))
+    assert loss.teacher_tensors == ("y", "state", "a3")
+    step_inputs = ("x", loss.extra_input, "teacher.state", "teacher.a3")
+    feeder = Feeder(Samples({"x": x}, None, "t"), loss, step_inputs, teacher_model=model, pins={})
+    got = feeder.feeds(np.array([1, 4]))
+    want = run(with_outputs(model, ("a3",)), {"x": x[[1, 4]]})
+    np.testing.assert_array_equal(got[0], x[[1, 4]])
+    for value, expected in zip(got[1:], want):
+        np.testing.assert_array_equal(value, expected)
