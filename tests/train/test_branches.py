@@ -152,6 +152,7 @@ def test_data_per_branch_must_pair_with_the_pins(tmp_path):
         retrain(model, [samples(1), samples(2)], inq=INQ, options=BOTH, run_dir=tmp_path / "r", val=[samples(1)] * 3)
     with pytest.raises(DataError, match="branch1.npz does not run through the model with sel=2"):
         retrain(model, samples(1), inq=INQ, options=BOTH, run_dir=tmp_path / "r")  # 4 values for branch 2's 6
+    assert not (tmp_path / "r").exists()  # refused before anything is built
 
 
 def test_the_teacher_must_match_the_model():
