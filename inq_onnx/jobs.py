@@ -10,8 +10,8 @@ from pathlib import Path
 
 import onnx
 
-from inq_onnx.data import Samples, load_samples, pinned_values
-from inq_onnx.errors import VerificationError
+from inq_onnx.data import Samples, load_samples, pin_combinations, pinned_values
+from inq_onnx.errors import InvalidOptionError, VerificationError
 from inq_onnx.graph.io import PROTOBUF_LIMIT, ModelWriter, check_writable_target, load_model, save_model, tensor_bytes
 from inq_onnx.options import QuantizeOptions
 from inq_onnx.quantize import quantize_model
@@ -88,6 +88,9 @@ def quantize_file(model_path: str | os.PathLike, output: str | os.PathLike | Non
     model, source = load_model(model_path)
     out = Path(output) if output else default_output(Path(model_path), options.bits)
     check_writable_target(out, source)
+    if len(pin_combinations(pins or {})) > 1:
+        raise InvalidOptionError("several pinned values retrain several branches: one-shot takes one",
+                                 "retrain with data (inq_file), or pin one value")
     pins = pinned_values(model, pins or {})
     samples: Samples | None = (load_samples(samples_path, model, num_classes=class_count(model), pinned=tuple(pins))
                                if samples_path else None)
@@ -138,7 +141,7 @@ def inq_file(model_path: str | os.PathLike, output: str | os.PathLike | None, in
     With several pinned values (``pins={"sr": [16000, 8000]}``) every branch retrains; ``data``
     and ``val`` are then one path for all branches or a sequence of one per branch, in order.
     ``teacher``: the float model to distil from and validate against (default: the input)."""
-    from inq_onnx.data import load_branch_samples, pin_combinations
+    from inq_onnx.data import load_branch_samples
     from inq_onnx.sidecar import sidecar_path, write_sidecar
     from inq_onnx.train.checkpoint import load_checkpoint
     from inq_onnx.train.loop import interrupted_outside_training, retrain

@@ -78,9 +78,10 @@ def retrain(model: onnx.ModelProto, train: Samples | Sequence[Samples], *, inq: 
         on_event("resumed", {"step": ckpt.sidecar.step, "epoch": ckpt.progress.epoch, "batch": ckpt.progress.batch,
                              "trained": ckpt.progress.trained,
                              "branch": branch_label(combos[ckpt.progress.branch]) if len(combos) > 1 else ""})
-    for combo, samples in zip(combos, vals):
-        if samples is not None:
-            check_fits(teacher, samples, pinned_values(model, combo))
+    for combo, *samples in zip(combos, trains, vals):  # before anything is built or written
+        for s in samples:
+            if s is not None:
+                check_fits(teacher, s, pinned_values(model, combo))
     setups = build_setups(model, trains, ckpt.sidecar, options, run_dir, teacher)
     loop = Loop(teacher, setups, inq, options, run_dir, vals, on_event)
     return loop.run(ckpt)

@@ -155,7 +155,6 @@ def build_setup(model: onnx.ModelProto, train: Samples, sidecar: Sidecar, option
     pins = pinned_values(model, options.pins if pins is None else pins)
     teacher = model if teacher is None else teacher
     batch = min(options.batch_size, len(train))
-    check_fits(teacher, train, pins)
     prepared, passes = prepare_for_training(model, input_shapes=training_shapes(model, train, batch, pins), pins=pins)
     check_trainable_ops(prepared)
     sites, keys = trainable_tensors(model, prepared, sidecar,

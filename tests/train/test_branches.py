@@ -152,6 +152,7 @@ def test_data_per_branch_must_pair_with_the_pins(tmp_path):
         retrain(model, [samples(1), samples(2)], inq=INQ, options=BOTH, run_dir=tmp_path / "r", val=[samples(1)] * 3)
     with pytest.raises(DataError, match="branch1.npz does not run through the model with sel=2"):
         retrain(model, samples(1), inq=INQ, options=BOTH, run_dir=tmp_path / "r")  # 4 values for branch 2's 6
+    assert not (tmp_path / "r").exists()  # refused before anything is built
 
 
 def test_the_teacher_must_match_the_model():
@@ -231,3 +232,52 @@ def test_cli_one_shot_refuses_options_that_need_retraining(tmp_path):
     assert done.returncode == 2 and done.stderr.startswith("error: several --pin values: only used when retraining")
     done = cli(tmp_path / "m.onnx", "--teacher", tmp_path / "m.onnx", "-o", tmp_path / "out.onnx")
     assert done.returncode == 2 and done.stderr.startswith("error: --teacher: only used when retraining")
+
+
+@pytest.mark.slow
+def test_silero_vad_retrains_both_rates_in_one_run(tmp_path):
+    """Both branches of silero_vad (16 kHz: 576 samples per call, 8 kHz: 288), tiny budget."""
+    from inq_onnx.jobs import inq_file
+    from tests.conftest import shared_model
+    from tests.train import speech
+
+    path = shared_model("silero_vad.onnx")
+    if not speech.SPEECH.exists():
+        pytest.skip(f"{speech.SPEECH} is absent")
+    data = [speech.save_samples(tmp_path / f"d{rate}.npz", rate, np.arange(0, 1500, 47)) for rate in (16000, 8000)]
+    inq = InqOptions(QuantizeOptions(bits=4, per_channel=True), schedule=(0.5, 1.0))
+    options = TrainOptions(epochs_per_step=1, batch_size=16, pins={"sr": [16000, 8000]})
+    job = inq_file(path, tmp_path / "out.onnx", inq, options, data=data, val=data)
+    trained = onnx.load(str(job.output))
+    one_shot = quantize_model(onnx.load(str(path)), inq.quantize).model
+    assert off_codebook(trained) == []
+    sites = weight_sites(trained, inq.quantize)
+    for part in ("then_branch", "else_branch"):  # 16 kHz, 8 kHz
+        keys = [k for k in sites if part in k]
+        assert keys and any(not np.array_equal(read_tensor(trained, sites[k]), read_tensor(one_shot, sites[k]))
+                            for k in keys), f"the {part} weights kept their one-shot values"
+    assert set(job.records[1]["branches"]) == {"sr=16000", "sr=8000"}
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="stops processes with SIGSTOP, finds them in /proc")
+def test_a_run_killed_between_branches_resumes_to_identical_weights(tmp_path):
+    """SIGKILL right after the first branch's checkpoint (at the second branch's start): the
+    rerun goes on with the second branch and ends with the uninterrupted run's bytes."""
+    from tests.train.test_killed_runs import kill, start_paused
+
+    onnx.save(if_model(), tmp_path / "m.onnx")
+    for v in (1, 2):
+        np.savez(tmp_path / f"d{v}.npz", x=samples(v).inputs["x"])
+    args = [*CLI, tmp_path / "m.onnx", "--bits", "4", "--schedule", "0.5,0.8,1", "--epochs-per-step", "2",
+            "--batch-size", "16", "--pin", "sel=1,2", "--data", tmp_path / "d1.npz", "--data", tmp_path / "d2.npz"]
+    straight = subprocess.run([*map(str, args), "-o", str(tmp_path / "a.onnx")], capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr
+    killed = [*map(str, args), "-o", str(tmp_path / "b.onnx")]
+    kill(start_paused(killed, "step:4"))  # step 2, branch sel=2 starts: sel=1's checkpoint is written
+    ckpt = load_checkpoint(tmp_path / "b.onnx.inq-run")
+    assert ckpt.sidecar.step == 1 and ckpt.progress.branch == 1 and ckpt.optimizer is None
+    done = subprocess.run(killed, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "resuming the run from its checkpoint in step 2, branch sel=2, epoch 1, batch 1" \
+        in done.stderr, done.stderr
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    assert (tmp_path / "a.inq.safetensors").read_bytes() == (tmp_path / "b.inq.safetensors").read_bytes()
