@@ -23,6 +23,7 @@ import onnx
 import inq_onnx
 from inq_onnx.errors import InvalidOptionError, TrainingError
 from inq_onnx.train.losses import LossSpec, ResolvedLoss, resolve_loss
+from inq_onnx.train.ort_training import require_training
 from inq_onnx.train.rewrites.gradient_support import unsupported_gradient_ops
 
 WORK_PREFIX = ".work-"
@@ -121,6 +122,7 @@ def build_artifacts(
 
     The optimizer model is AdamW; inq-onnx's own loop may ignore it and only read gradients.
     """
+    require_training()
     names = check_trainable(model, trainable)
     resolved = resolve_loss(model, loss)
     folder = Path(folder).resolve()

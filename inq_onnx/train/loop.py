@@ -30,6 +30,7 @@ from inq_onnx.sidecar import check_compatible
 from inq_onnx.train.checkpoint import CURRENT, Checkpoint, Progress, load_checkpoint, save_checkpoint
 from inq_onnx.train.evaluate import evaluate
 from inq_onnx.train.options import OptimizerChoice, TrainOptions
+from inq_onnx.train.ort_training import require_training
 from inq_onnx.train.params import ParamMap
 from inq_onnx.train.pause import pause_point
 from inq_onnx.train.setup import TrainingSetup, build_setup
@@ -49,6 +50,7 @@ class RunResult:
 def retrain(model: onnx.ModelProto, train: Samples, *, inq: InqOptions, options: TrainOptions, run_dir: Path,
             val: Samples | None = None, on_event: Event = lambda kind, data: None) -> RunResult:
     """Run (or resume from ``run_dir``) full INQ on ``model``; returns the quantized model."""
+    require_training()
     run_options = {**inq.as_dict(), **options.as_dict()}
     ckpt = load_checkpoint(run_dir)
     if ckpt is None:
