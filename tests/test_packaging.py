@@ -63,6 +63,10 @@ def test_requirements_have_lower_bounds_and_no_needless_upper_pins():
         assert any(s.operator == ">=" for s in req.specifier), text
         assert not any(s.operator in ("<", "<=", "==", "~=") for s in req.specifier), text
     assert project()["requires-python"] == ">=3.10"
+    # the training build, and onnx < 1.18 with it (newer onnx makes it write artifacts it cannot load)
+    train = {Requirement(r).name: Requirement(r) for r in project()["optional-dependencies"]["train"]}
+    assert str(train["onnxruntime-training-cpu"].specifier) == "==1.19.2"
+    assert not train["onnx"].specifier.contains("1.18.0") and train["onnx"].specifier.contains("1.17.0")
 
 
 # --- without the training build: every training entry point fails first, in one line ---------
@@ -131,3 +135,33 @@ def test_training_build_is_found_when_installed():
     if wanted is None:
         pytest.skip("set INQ_ONNX_EXPECT_TRAINING=1 or 0 (the Makefile does) to check which stack this is")
     assert ort_training.training_available() is (wanted == "1")
+
+
+# --- the import check: exactly one ONNX Runtime package ------------------------------------
+
+def test_import_check_passes_here_and_names_what_to_install_otherwise(monkeypatch):
+    import importlib.util
+    from importlib import metadata
+
+    import inq_onnx
+
+    inq_onnx._check_onnxruntime()  # this environment has exactly one
+    real_version, real_find_spec = metadata.version, importlib.util.find_spec
+
+    def both(name):
+        return "1.19.2" if name in ("onnxruntime", "onnxruntime-training-cpu") else real_version(name)
+
+    monkeypatch.setattr(metadata, "version", both)
+    with pytest.raises(ImportError, match=r"onnxruntime 1.19.2 and onnxruntime-training-cpu 1.19.2 are installed "
+                                          r"side by side.*pip uninstall -y onnxruntime onnxruntime-training-cpu"):
+        inq_onnx._check_onnxruntime()
+
+    def none(name):
+        if name in inq_onnx.ONNXRUNTIME_PACKAGES:
+            raise metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(metadata, "version", none)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real_find_spec(name, *a))
+    with pytest.raises(ImportError, match=r"needs ONNX Runtime and none is installed.*pip install 'inq-onnx\[runtime\]'"):
+        inq_onnx._check_onnxruntime()

@@ -157,3 +157,13 @@ def test_a_new_external_output_never_sits_beside_an_old_model(tmp_path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         save_model(model, tmp_path / "out.onnx", external_data=True, source=source)
     assert not (tmp_path / "out.onnx").exists()  # no old model that would read the new data
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_saved_model_keeps_its_ir_version_and_opsets(tmp_path, external):
+    """onnx >= 1.18 stamps new models with a newer IR version; a saved model keeps its own."""
+    model = conv_gemm_model()
+    model.ir_version, model.opset_import[0].version = 7, 13
+    path = save_model(model, tmp_path / "m.onnx", external_data=external)
+    back = onnx.load(str(path))
+    assert back.ir_version == 7 and [(o.domain, o.version) for o in back.opset_import] == [("", 13)]
