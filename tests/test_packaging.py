@@ -5,7 +5,6 @@ fails first, in one line, writing nothing."""
 
 import os
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,11 @@ from packaging.requirements import Requirement
 from inq_onnx.errors import TrainingError
 from inq_onnx.train import ort_training
 from tests.conftest import FIXTURE, conv_gemm_model
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: pytest depends on tomli there
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 

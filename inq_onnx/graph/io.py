@@ -103,9 +103,9 @@ def runtime_limits() -> RuntimeLimits:
         return True
 
     ir_version, opset = OLDEST_IR_VERSION, OLDEST_OPSET
-    while loads(ir_version + 1, OLDEST_OPSET):
+    while ir_version < OLDEST_IR_VERSION + 50 and loads(ir_version + 1, OLDEST_OPSET):  # bounded, whatever ORT does
         ir_version += 1
-    while loads(OLDEST_IR_VERSION, opset + 1):
+    while opset < OLDEST_OPSET + 50 and loads(OLDEST_IR_VERSION, opset + 1):
         opset += 1
     return RuntimeLimits(onnxruntime.__version__, ir_version, opset)
 
