@@ -145,7 +145,9 @@ def inq_file(model_path: str | os.PathLike, output: str | os.PathLike | None, in
     from inq_onnx.sidecar import sidecar_path, write_sidecar
     from inq_onnx.train.checkpoint import load_checkpoint
     from inq_onnx.train.loop import interrupted_outside_training, retrain
+    from inq_onnx.train.ort_training import require_training
 
+    require_training()  # first: without the training build, one line and nothing written
     model, source = load_model(model_path)
     out = Path(output) if output else default_output(Path(model_path), inq.quantize.bits)
     check_writable_target(out, source)

@@ -54,6 +54,36 @@ def conv_gemm_model(seed: int = 0, dtype=np.float32) -> onnx.ModelProto:
                       [helper.make_tensor_value_info("y", f, ["N", 4])], inits)
 
 
+# Test modules that run ONNX Runtime's training API (artifacts, training sessions, full INQ runs).
+# Without the training build (Python >= 3.12, or the plain onnxruntime package: `make test-latest`)
+# they are skipped with the reason; everything else must pass on any onnxruntime.
+NEEDS_TRAINING = {"tests/train/" + name for name in (
+    "test_artifacts.py", "test_killed_runs.py", "test_loop.py", "test_loss_blocks.py", "test_ort_training.py",
+    "test_real_models.py", "test_session.py")}
+
+
+def training_build() -> tuple[bool, str]:
+    from inq_onnx.errors import TrainingError
+    from inq_onnx.train.ort_training import installed_runtime, load_training_api
+
+    try:
+        load_training_api()
+    except TrainingError:
+        return False, (f"needs ONNX Runtime's training build (onnxruntime-training-cpu 1.19.2, Python 3.10/3.11); "
+                       f"installed: {installed_runtime()}")
+    return True, ""
+
+
+def pytest_collection_modifyitems(config, items):
+    present, reason = training_build()
+    if present:
+        return
+    skip = pytest.mark.skip(reason=reason)
+    for item in items:
+        if Path(item.path).relative_to(REPO).as_posix() in NEEDS_TRAINING or item.get_closest_marker("training"):
+            item.add_marker(skip)
+
+
 def pytest_terminal_summary(terminalreporter):
     """The zoo fidelity table, when tests/test_zoo.py ran (``make test-slow``)."""
     zoo = sys.modules.get("tests.zoo")

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 import sys
@@ -22,6 +23,7 @@ from inq_onnx.export.codes import CodesReport, export_codes
 from inq_onnx.export.compact import CompactReport, to_compact
 from inq_onnx.export.float_export import decode, to_float
 from inq_onnx.graph.io import load_model, save_model
+from inq_onnx.ir_model import from_proto, is_ir_model, to_proto
 
 
 class ExportFormat(str, enum.Enum):
@@ -42,13 +44,18 @@ class ExportResult:
     notes: tuple[str, ...] = field(default=())
 
 
-def export(model: onnx.ModelProto | str | os.PathLike, format: ExportFormat | str, *,
+def export(model: "onnx.ModelProto | onnx_ir.Model | str | os.PathLike", format: ExportFormat | str, *,
            output: str | os.PathLike | None = None, allow_float: bool = False) -> ExportResult:
     """Export ``model`` (in memory or a path) as ``format``; write it to ``output`` when given.
 
-    ``codes`` needs ``output`` (a folder). ``allow_float`` keeps weights that are not on their
-    codebook float (compact) or leaves them out (codes) instead of raising ExportError.
+    ``model`` is an ``onnx.ModelProto`` or an ``onnx_ir.Model`` (either left untouched) or a
+    path; ``result.model`` is of the type given (a ModelProto for a path). ``codes`` needs
+    ``output`` (a folder). ``allow_float`` keeps weights that are not on their codebook float
+    (compact) or leaves them out (codes) instead of raising ExportError.
     """
+    if is_ir_model(model):
+        result = export(to_proto(model), format, output=output, allow_float=allow_float)
+        return dataclasses.replace(result, model=from_proto(result.model) if result.model is not None else None)
     try:
         format = ExportFormat(format)
     except ValueError:

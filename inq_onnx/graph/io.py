@@ -6,6 +6,7 @@ and moved into place only once complete, so an interrupted run never leaves a pa
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import shutil
@@ -22,8 +23,6 @@ from inq_onnx.errors import ModelLoadError, ModelSaveError, UnsupportedModelErro
 from inq_onnx.graph.tensor_check import check_tensors
 from inq_onnx.graph.tensors import TensorSite, default_opset, tensor_proto, to_array, write_tensor
 
-MAX_IR_VERSION = 10  # what ONNX Runtime 1.19.2 loads
-MAX_OPSET = 21
 PROTOBUF_LIMIT = 2**31 - 2**20  # a little under 2 GB: beyond it a model must use external data
 
 
@@ -40,8 +39,8 @@ def load_model(source: onnx.ModelProto | str | os.PathLike) -> tuple[onnx.ModelP
     """A checked model and where it came from; raises ModelLoadError/UnsupportedModelError."""
     if isinstance(source, onnx.ModelProto):
         check_loadable(source, "the model")
+        check_tensors(source, "the model")  # before onnx.checker, whose data checks differ between releases
         check_structure(source, "the model")
-        check_tensors(source, "the model")
         return source, Source(None, source.ByteSize(), False)
     path = Path(source)
     check_readable_file(path)
@@ -55,8 +54,8 @@ def load_model(source: onnx.ModelProto | str | os.PathLike) -> tuple[onnx.ModelP
     has_external = any(external(t) for t in external_data_helper._get_all_tensors(model))
     if has_external:
         load_external(model, path)
+    check_tensors(model, str(path))  # before onnx.checker, whose data checks differ between releases
     check_structure(path, str(path))  # from the file: no serialised copy of a large model
-    check_tensors(model, str(path))
     return model, Source(path, total_size(path, model, has_external), has_external)
 
 
@@ -71,20 +70,65 @@ def check_readable_file(path: Path) -> None:
         raise ModelLoadError(f"{path} is not readable", "check its permissions")
 
 
+@dataclass(frozen=True)
+class RuntimeLimits:
+    """The newest IR version and default-domain opset the installed ONNX Runtime loads."""
+
+    version: str
+    ir_version: int
+    opset: int
+
+
+# ONNX Runtime 1.19.2, the oldest we support, loads these; newer releases load more.
+OLDEST_IR_VERSION, OLDEST_OPSET = 10, 21
+
+
+@functools.cache
+def runtime_limits() -> RuntimeLimits:
+    """Measured, not looked up: the highest IR version and opset at which the installed ONNX
+    Runtime accepts an empty model (a few millisecond probes, once per process)."""
+    import onnxruntime
+
+    def loads(ir_version: int, opset: int) -> bool:
+        x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+        probe = onnx.helper.make_model(onnx.helper.make_graph([], "probe", [x], [x]),
+                                       opset_imports=[onnx.helper.make_opsetid("", opset)])
+        probe.ir_version = ir_version
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 4
+        try:
+            onnxruntime.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        except Exception:  # noqa: BLE001 - ORT's own error types: any refusal means "not loadable"
+            return False
+        return True
+
+    ir_version, opset = OLDEST_IR_VERSION, OLDEST_OPSET
+    while ir_version < OLDEST_IR_VERSION + 50 and loads(ir_version + 1, OLDEST_OPSET):  # bounded, whatever ORT does
+        ir_version += 1
+    while opset < OLDEST_OPSET + 50 and loads(OLDEST_IR_VERSION, opset + 1):
+        opset += 1
+    return RuntimeLimits(onnxruntime.__version__, ir_version, opset)
+
+
 def check_loadable(model: onnx.ModelProto, label: str) -> None:
-    """Reject what is not a model, or what ONNX Runtime 1.19.2 cannot load."""
+    """Reject what is not a model, or what the installed ONNX Runtime cannot load."""
     if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
         raise ModelLoadError(f"{label} is not an ONNX model (no graph, IR version or opset)",
                              "pass an .onnx file exported by a framework or written by onnx.save")
-    if model.ir_version > MAX_IR_VERSION:
+    limits = runtime_limits()
+    if model.ir_version > limits.ir_version:
         raise UnsupportedModelError(
-            f"{label} has IR version {model.ir_version}; ONNX Runtime 1.19.2 loads at most {MAX_IR_VERSION}",
-            f"set model.ir_version = {MAX_IR_VERSION} (onnx < 1.18 writes it by default) and save again")
+            f"{label} has IR version {model.ir_version}; the installed ONNX Runtime {limits.version} loads at most "
+            f"IR version {limits.ir_version}",
+            f"install a newer onnxruntime, or set model.ir_version = {limits.ir_version} and save again "
+            f"if the model uses nothing IR version {model.ir_version} added")
     default = default_opset(model)
-    if default > MAX_OPSET:
+    if default > limits.opset:
         raise UnsupportedModelError(
-            f"{label} uses opset {default}; ONNX Runtime 1.19.2 supports at most {MAX_OPSET}",
-            f"convert it with onnx.version_converter.convert_version(model, {MAX_OPSET})")
+            f"{label} uses opset {default}; the installed ONNX Runtime {limits.version} supports at most opset "
+            f"{limits.opset}",
+            f"install a newer onnxruntime, or convert the model with "
+            f"onnx.version_converter.convert_version(model, {limits.opset})")
 
 
 def check_structure(model: onnx.ModelProto | Path, label: str) -> None:

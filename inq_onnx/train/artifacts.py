@@ -24,6 +24,7 @@ import inq_onnx
 from inq_onnx.errors import InvalidOptionError, TrainingError
 from inq_onnx.train.losses import KL_SOFTMAX_OPSET, LossSpec, ResolvedLoss, resolve_loss
 from inq_onnx.train.rewrites.opset_raise import raise_opset
+from inq_onnx.train.ort_training import require_training
 from inq_onnx.train.rewrites.gradient_support import unsupported_gradient_ops
 
 WORK_PREFIX = ".work-"
@@ -126,6 +127,7 @@ def build_artifacts(
 
     The optimizer model is AdamW; inq-onnx's own loop may ignore it and only read gradients.
     """
+    require_training()
     names = check_trainable(model, trainable)
     resolved = resolve_loss(model, loss)
     if resolved.needs_opset_raise:  # the copy ORT trains is ours to convert; the user's graph is not touched

@@ -32,6 +32,7 @@ from inq_onnx.sidecar import check_compatible
 from inq_onnx.train.checkpoint import CURRENT, Checkpoint, Progress, load_checkpoint, save_checkpoint
 from inq_onnx.train.evaluate import evaluate
 from inq_onnx.train.options import OptimizerChoice, TrainOptions
+from inq_onnx.train.ort_training import require_training
 from inq_onnx.train.params import ParamMap
 from inq_onnx.train.pause import pause_point
 from inq_onnx.train.setup import TrainingSetup, build_setups, check_fits
@@ -60,6 +61,7 @@ def retrain(model: onnx.ModelProto, train: Samples | Sequence[Samples], *, inq: 
     Distillation and validation compare against ``teacher`` (default: ``model`` itself)."""
     combos = pin_combinations(options.pins)
     trains, vals = per_branch(train, combos, "train"), per_branch(val, combos, "val")
+    require_training()
     run_options = {**inq.as_dict(), **options.as_dict()}
     if teacher is not None:
         check_teacher(model, teacher)

@@ -1,5 +1,10 @@
 """The one place that imports ``onnxruntime.training``, and imports it without torch.
 
+Retraining needs ONNX Runtime's training build (``onnxruntime-training-cpu`` 1.19.2, the last,
+Python 3.10/3.11 only); everything else runs on any onnxruntime. Every training entry point
+calls :func:`require_training` first, so that without the build it fails in one line, before
+writing anything.
+
 ``import onnxruntime.training`` runs ``from . import optim``, and ``optim`` needs torch
 (onnxruntime issue #22070). Nothing we use lives in ``optim``, so when torch is absent a
 stub module takes its place before the import.
@@ -43,6 +48,11 @@ def _stub_optim_if_torch_missing() -> bool:
     return True
 
 
+TRAINING_FIX = ("use Python 3.10 or 3.11 and pip install 'inq-onnx[train]' (onnxruntime-training-cpu 1.19.2; "
+                "pip uninstall onnxruntime first, the two must not be installed together); one-shot quantize, "
+                "step, export and inspect need no training build")
+
+
 @functools.cache
 def load_training_api() -> TrainingApi:
     """Import the ORT training API once; raise TrainingError with the fix if it is missing."""
@@ -53,8 +63,8 @@ def load_training_api() -> TrainingApi:
         from onnxruntime.training.api import CheckpointState, Module, Optimizer
     except ImportError as error:
         raise TrainingError(
-            f"onnxruntime training support could not be imported ({error})",
-            "install onnxruntime-training-cpu==1.19.2 (and not the plain onnxruntime package beside it)",
+            f"retraining needs ONNX Runtime's training build, which is not installed ({installed_runtime()}: {error})",
+            TRAINING_FIX,
         ) from error
     return TrainingApi(
         artifacts=artifacts,
@@ -66,6 +76,31 @@ def load_training_api() -> TrainingApi:
         SessionOptions=onnxruntime.SessionOptions,
         version=onnxruntime.__version__,
     )
+
+
+def require_training() -> None:
+    """Raise TrainingError (one line, with what to install) unless the training API imports."""
+    load_training_api()
+
+
+def training_available() -> bool:
+    try:
+        load_training_api()
+    except TrainingError:
+        return False
+    return True
+
+
+def installed_runtime() -> str:
+    """Which ONNX Runtime package is installed, e.g. "onnxruntime 1.32.0", or "no onnxruntime"."""
+    from importlib import metadata
+
+    for name in ("onnxruntime-training-cpu", "onnxruntime-training", "onnxruntime", "onnxruntime-gpu"):
+        try:
+            return f"{name} {metadata.version(name)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return "no onnxruntime"
 
 
 def session_options(threads: int | None = None) -> Any:

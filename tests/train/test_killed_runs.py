@@ -187,6 +187,19 @@ def test_killed_during_artifact_generation_starts_over(data, reference, tmp_path
     check_finished(out, reference)
 
 
+@pytest.fixture
+def ctrl_c_reaches_the_run():
+    """Start the runs as a terminal starts a foreground command, with SIGINT at its default.
+
+    A shell without job control starts a background job (`make test &`, some CI runners) with
+    SIGINT ignored, children inherit that, and Python keeps an inherited SIG_IGN: the run would
+    then rightly never see the test's Ctrl-C and finish with exit 0. A Python handler is reset
+    to the default in a child at exec, so setting one here is enough."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def one_error_line(stderr: str) -> str:
     lines = stderr.strip().splitlines()
     errors = [line for line in lines if line.startswith("error:")]
@@ -194,7 +207,7 @@ def one_error_line(stderr: str) -> str:
     return errors[0]
 
 
-def test_ctrl_c_writes_a_checkpoint_exits_130_and_resumes(data, reference, tmp_path):
+def test_ctrl_c_writes_a_checkpoint_exits_130_and_resumes(data, reference, tmp_path, ctrl_c_reaches_the_run):
     out = tmp_path / "out.onnx"
     proc = start_paused(command(data, out), "batch:30")  # no timed checkpoint in step 1 before Ctrl-C
     os.kill(proc.pid, signal.SIGINT)
@@ -212,7 +225,7 @@ def test_ctrl_c_writes_a_checkpoint_exits_130_and_resumes(data, reference, tmp_p
     check_finished(out, reference)
 
 
-def test_ctrl_c_before_the_first_checkpoint_is_one_line(data, tmp_path):
+def test_ctrl_c_before_the_first_checkpoint_is_one_line(data, tmp_path, ctrl_c_reaches_the_run):
     out = tmp_path / "out.onnx"
     proc = start_paused(command(data, out), "artifacts")  # the artifacts child is stopped
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
