@@ -7,11 +7,14 @@ from inq_onnx.train.rewrites.clip_opset_bump import clip_opset_bump
 from inq_onnx.train.rewrites.constants_to_initializers import constants_to_initializers
 from inq_onnx.train.rewrites.convtranspose_to_conv_shuffle import convtranspose_to_conv_shuffle
 from inq_onnx.train.rewrites.fold_if import fold_if
+from inq_onnx.train.rewrites.globalmaxpool_to_maxpool import globalmaxpool_to_maxpool
 from inq_onnx.train.rewrites.gradient_support import GRADIENT_BLOCKERS, unsupported_gradient_ops
 from inq_onnx.train.rewrites.hardsigmoid_to_minmax import hardsigmoid_to_minmax
 from inq_onnx.train.rewrites.pin_input_shapes import pin_input_shapes
 from inq_onnx.train.rewrites.prepare import prepare_for_training, sample_feeds
+from inq_onnx.train.rewrites.reduce_to_maxpool import reduce_to_maxpool
 from inq_onnx.train.rewrites.resize_to_repeat import resize_to_repeat
+from inq_onnx.train.rewrites.softmax_pattern_to_softmax import softmax_pattern_to_softmax
 
 __all__ = [
     "GRADIENT_BLOCKERS",
@@ -22,10 +25,13 @@ __all__ = [
     "constants_to_initializers",
     "convtranspose_to_conv_shuffle",
     "fold_if",
+    "globalmaxpool_to_maxpool",
     "hardsigmoid_to_minmax",
     "pin_input_shapes",
     "prepare_for_training",
+    "reduce_to_maxpool",
     "resize_to_repeat",
     "sample_feeds",
+    "softmax_pattern_to_softmax",
     "unsupported_gradient_ops",
 ]
