@@ -1,5 +1,6 @@
 """Graph rewrites that make third-party ONNX graphs trainable by ORT 1.19.2, one pass a file."""
 
+from inq_onnx.train.rewrites.activations_to_primitives import activations_to_primitives
 from inq_onnx.train.rewrites.batchnorm_to_affine import (
     affine_from_batchnorm, batchnorm_from_affine, batchnorm_to_affine,
 )
@@ -8,7 +9,9 @@ from inq_onnx.train.rewrites.constants_to_initializers import constants_to_initi
 from inq_onnx.train.rewrites.convtranspose_to_conv_shuffle import convtranspose_to_conv_shuffle
 from inq_onnx.train.rewrites.fold_if import fold_if
 from inq_onnx.train.rewrites.globalmaxpool_to_maxpool import globalmaxpool_to_maxpool
-from inq_onnx.train.rewrites.gradient_support import GRADIENT_BLOCKERS, unsupported_gradient_ops
+from inq_onnx.train.rewrites.gradient_support import (
+    GRADIENT_BLOCKERS, GradientStatus, OpGradient, gradient_report, unsupported_gradient_ops,
+)
 from inq_onnx.train.rewrites.hardsigmoid_to_minmax import hardsigmoid_to_minmax
 from inq_onnx.train.rewrites.pin_input_shapes import pin_input_shapes
 from inq_onnx.train.rewrites.prepare import prepare_for_training, sample_feeds
@@ -18,6 +21,9 @@ from inq_onnx.train.rewrites.softmax_pattern_to_softmax import softmax_pattern_t
 
 __all__ = [
     "GRADIENT_BLOCKERS",
+    "GradientStatus",
+    "OpGradient",
+    "activations_to_primitives",
     "affine_from_batchnorm",
     "batchnorm_from_affine",
     "batchnorm_to_affine",
@@ -26,6 +32,7 @@ __all__ = [
     "convtranspose_to_conv_shuffle",
     "fold_if",
     "globalmaxpool_to_maxpool",
+    "gradient_report",
     "hardsigmoid_to_minmax",
     "pin_input_shapes",
     "prepare_for_training",

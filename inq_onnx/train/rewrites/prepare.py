@@ -10,6 +10,7 @@ from onnx import helper
 
 from inq_onnx.errors import InvalidOptionError
 from inq_onnx.graph.passes import PassResult, run_passes
+from inq_onnx.train.rewrites.activations_to_primitives import activations_to_primitives
 from inq_onnx.train.rewrites.batchnorm_to_affine import batchnorm_to_affine
 from inq_onnx.train.rewrites.clip_opset_bump import clip_opset_bump
 from inq_onnx.train.rewrites.constants_to_initializers import constants_to_initializers
@@ -87,5 +88,5 @@ def prepare_for_training(
     return run_passes(model, [
         fold, pin, constants_to_initializers, hardsigmoid_to_minmax, clip_opset_bump,
         batchnorm_to_affine, resize_to_repeat, convtranspose_to_conv_shuffle,
-        globalmaxpool_to_maxpool, softmax_pattern_to_softmax, reduce_to_maxpool,
+        globalmaxpool_to_maxpool, softmax_pattern_to_softmax, reduce_to_maxpool, activations_to_primitives,
     ])
