@@ -96,7 +96,7 @@ SPECS: dict[str, tuple[dict, list, int]] = {
     "Dropout": ({}, [], 17), "TopK": ({}, [("k", _i([2]))], 17),
 }
 
-POSITIVE = {"Sqrt", "Log"}
+POSITIVE = {"Sqrt", "Log", "ReduceLogSum"}
 
 
 def _model(op: str) -> onnx.ModelProto:

@@ -76,6 +76,15 @@ g (float[N,3,4,4] x) => (float[N,4] y) { c = Conv <pads = [1,1,1,1]> (x, W, B)  
     "activations_to_primitives": (18, """
 g (float[N,3,4,4] x) => (float[N,4,4,4] y) { c = Conv <pads = [1,1,1,1]> (x, W, B)  p = PRelu (c, slope)  y = Mish (p) }""",
                                   {"slope": np.full((4, 1, 1), 0.2, np.float32)}),
+    "depth_to_space_to_transpose": (17, """
+g (float[N,3,4,4] x) => (float[N,1,8,8] y) { c = Conv <pads = [1,1,1,1]> (x, W, B)  y = DepthToSpace <blocksize = 2> (c) }""",
+                                    {}),
+    "instancenorm_to_moments": (17, """
+g (float[N,3,4,4] x) => (float[N,4,4,4] y) { c = Conv <pads = [1,1,1,1]> (x, W, B)  y = InstanceNormalization (c, s, b) }""",
+                                {"s": np.linspace(0.5, 2, 4, dtype=np.float32), "b": rand(4, seed=2)}),
+    "reduce_to_reducesum": (17, """
+g (float[N,3,4,4] x) => (float[N,4,1,1] y) { c = Conv <pads = [1,1,1,1]> (x, W, B)  y = ReduceSumSquare <axes = [2, 3]> (c) }""",
+                            {}),
 }
 PINS = {"fold_if": {"mode": 2}}
 

@@ -47,6 +47,10 @@ REWRITES: dict[str, tuple[str, str]] = {
     "GlobalMaxPool": ("globalmaxpool_to_maxpool", "with a static spatial size"),
     "ReduceMax": ("softmax_pattern_to_softmax or reduce_to_maxpool", "with static shapes and axes"),
     "ReduceMin": ("reduce_to_maxpool", "with static shapes and axes"),
+    "InstanceNormalization": ("instancenorm_to_moments", ""),
+    **{op: ("reduce_to_reducesum", "") for op in ("ReduceL1", "ReduceSumSquare", "ReduceLogSum")},
+    "DepthToSpace": ("depth_to_space_to_transpose", "with a static input shape"),
+    "SpaceToDepth": ("depth_to_space_to_transpose", "with a static input shape"),
     **{op: ("activations_to_primitives", "") for op in (
         "PRelu", "Elu", "Selu", "Celu", "Softplus", "Softsign", "Mish", "ThresholdedRelu")},
 }
