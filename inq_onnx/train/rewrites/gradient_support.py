@@ -48,6 +48,7 @@ REWRITES: dict[str, tuple[str, str]] = {
     "ReduceMax": ("softmax_pattern_to_softmax or reduce_to_maxpool", "with static shapes and axes"),
     "ReduceMin": ("reduce_to_maxpool", "with static shapes and axes"),
     "InstanceNormalization": ("instancenorm_to_moments", ""),
+    "LRN": ("lrn_to_avgpool", "with a static input shape"),
     **{op: ("reduce_to_reducesum", "") for op in ("ReduceL1", "ReduceSumSquare", "ReduceLogSum")},
     "DepthToSpace": ("depth_to_space_to_transpose", "with a static input shape"),
     "SpaceToDepth": ("depth_to_space_to_transpose", "with a static input shape"),
