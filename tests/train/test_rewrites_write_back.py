@@ -87,6 +87,8 @@ g (float[N,3,4,4] x) => (float[N,4,1,1] y) { c = Conv <pads = [1,1,1,1]> (x, W, 
                             {}),
     "lrn_to_avgpool": (17, """
 g (float[N,3,4,4] x) => (float[N,4,4,4] y) { c = Conv <pads = [1,1,1,1]> (x, W, B)  y = LRN <size = 3, alpha = 0.5> (c) }""", {}),
+    "lpnorm_to_reduce": (17, """
+g (float[N,3,4,4] x) => (float[N,4,4,4] y) { c = Conv <pads = [1,1,1,1]> (x, W, B)  y = LpNormalization <axis = 1> (c) }""", {}),
 }
 PINS = {"fold_if": {"mode": 2}}
 

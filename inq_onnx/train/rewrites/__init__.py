@@ -15,6 +15,7 @@ from inq_onnx.train.rewrites.gradient_support import (
 )
 from inq_onnx.train.rewrites.hardsigmoid_to_minmax import hardsigmoid_to_minmax
 from inq_onnx.train.rewrites.instancenorm_to_moments import instancenorm_to_moments
+from inq_onnx.train.rewrites.lpnorm_to_reduce import lpnorm_to_reduce
 from inq_onnx.train.rewrites.lrn_to_avgpool import lrn_to_avgpool
 from inq_onnx.train.rewrites.pin_input_shapes import pin_input_shapes
 from inq_onnx.train.rewrites.prepare import prepare_for_training, sample_feeds
@@ -40,6 +41,7 @@ __all__ = [
     "gradient_report",
     "hardsigmoid_to_minmax",
     "instancenorm_to_moments",
+    "lpnorm_to_reduce",
     "lrn_to_avgpool",
     "pin_input_shapes",
     "prepare_for_training",
