@@ -37,7 +37,7 @@ GRADIENT_BLOCKERS: dict[str, str] = {
 
 # The pass of prepare_for_training that removes each blocker, and when it can.
 REWRITES: dict[str, tuple[str, str]] = {
-    "If": ("fold_if", "when the inputs its condition reads are pinned with --pin INPUT=VALUE"),
+    "If": ("fold_if", "when its condition is fixed by the training input shapes or by --pin INPUT=VALUE"),
     "LayerNormalization": ("layernorm_outputs", ""),
     "HardSigmoid": ("hardsigmoid_to_minmax", ""),
     "HardSwish": ("hardsigmoid_to_minmax", ""),
@@ -141,10 +141,13 @@ def _to_outputs(graph: onnx.GraphProto, types: dict) -> set[int]:
     return reached
 
 
-def _path_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+def _path_nodes(model: onnx.ModelProto, *, carrying: bool = False) -> list[onnx.NodeProto]:
+    """Nodes between float weights and float outputs; ``carrying``: only those with a float output
+    (a Shape or a Range on the path carries no gradient)."""
     graph = model.graph
     types = value_types(model)
-    return [graph.node[i] for i in sorted(_from_weights(graph, types) & _to_outputs(graph, types))]
+    nodes = [graph.node[i] for i in sorted(_from_weights(graph, types) & _to_outputs(graph, types))]
+    return [n for n in nodes if any(_is_float(types, o) for o in n.output if o)] if carrying else nodes
 
 
 def _blocks(node: onnx.NodeProto) -> bool:
@@ -155,7 +158,7 @@ def _blocks(node: onnx.NodeProto) -> bool:
 def gradient_path_ops(model: onnx.ModelProto) -> list[str]:
     """Op types on the gradient path (domain-qualified outside the default domain), in graph order."""
     found: list[str] = []
-    for node in _path_nodes(model):
+    for node in _path_nodes(model, carrying=True):
         op = f"{node.domain}.{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
         if op not in found and op != "Constant":
             found.append(op)
