@@ -89,6 +89,9 @@ g (float[N,3,4,4] x) => (float[N,4,1,1] y) { c = Conv <pads = [1,1,1,1]> (x, W, 
 g (float[N,3,4,4] x) => (float[N,4,4,4] y) { c = Conv <pads = [1,1,1,1]> (x, W, B)  y = LRN <size = 3, alpha = 0.5> (c) }""", {}),
     "lpnorm_to_reduce": (17, """
 g (float[N,3,4,4] x) => (float[N,4,4,4] y) { c = Conv <pads = [1,1,1,1]> (x, W, B)  y = LpNormalization <axis = 1> (c) }""", {}),
+    "groupnorm_to_moments": (18, """
+g (float[N,3,4,4] x) => (float[N,4,4,4] y) { c = Conv <pads = [1,1,1,1]> (x, W, B)  y = GroupNormalization <num_groups = 2> (c, gs, gb) }""",
+                             {"gs": np.array([0.5, 1.5], np.float32), "gb": rand(2, seed=2)}),
 }
 PINS = {"fold_if": {"mode": 2}}
 

@@ -10,6 +10,7 @@ from inq_onnx.train.rewrites.convtranspose_to_conv_shuffle import convtranspose_
 from inq_onnx.train.rewrites.depth_to_space_to_transpose import depth_to_space_to_transpose
 from inq_onnx.train.rewrites.fold_if import fold_if
 from inq_onnx.train.rewrites.globalmaxpool_to_maxpool import globalmaxpool_to_maxpool
+from inq_onnx.train.rewrites.groupnorm_to_moments import groupnorm_to_moments
 from inq_onnx.train.rewrites.gradient_support import (
     GRADIENT_BLOCKERS, GradientStatus, OpGradient, gradient_report, unsupported_gradient_ops,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "fold_if",
     "globalmaxpool_to_maxpool",
     "gradient_report",
+    "groupnorm_to_moments",
     "hardsigmoid_to_minmax",
     "instancenorm_to_moments",
     "lpnorm_to_reduce",

@@ -18,6 +18,7 @@ from inq_onnx.train.rewrites.convtranspose_to_conv_shuffle import convtranspose_
 from inq_onnx.train.rewrites.depth_to_space_to_transpose import depth_to_space_to_transpose
 from inq_onnx.train.rewrites.fold_if import fold_if
 from inq_onnx.train.rewrites.globalmaxpool_to_maxpool import globalmaxpool_to_maxpool
+from inq_onnx.train.rewrites.groupnorm_to_moments import groupnorm_to_moments
 from inq_onnx.train.rewrites.hardsigmoid_to_minmax import hardsigmoid_to_minmax
 from inq_onnx.train.rewrites.instancenorm_to_moments import instancenorm_to_moments
 from inq_onnx.train.rewrites.lpnorm_to_reduce import lpnorm_to_reduce
@@ -95,5 +96,5 @@ def prepare_for_training(
         batchnorm_to_affine, resize_to_repeat, convtranspose_to_conv_shuffle,
         globalmaxpool_to_maxpool, softmax_pattern_to_softmax, reduce_to_maxpool, activations_to_primitives,
         depth_to_space_to_transpose, instancenorm_to_moments, reduce_to_reducesum, lrn_to_avgpool,
-        lpnorm_to_reduce,
+        lpnorm_to_reduce, groupnorm_to_moments,
     ])
