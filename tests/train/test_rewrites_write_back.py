@@ -92,6 +92,8 @@ g (float[N,3,4,4] x) => (float[N,4,4,4] y) { c = Conv <pads = [1,1,1,1]> (x, W, 
     "groupnorm_to_moments": (18, """
 g (float[N,3,4,4] x) => (float[N,4,4,4] y) { c = Conv <pads = [1,1,1,1]> (x, W, B)  y = GroupNormalization <num_groups = 2> (c, gs, gb) }""",
                              {"gs": np.array([0.5, 1.5], np.float32), "gb": rand(2, seed=2)}),
+    "mvn_to_moments": (17, """
+g (float[N,3,4,4] x) => (float[N,4,4,4] y) { c = Conv <pads = [1,1,1,1]> (x, W, B)  y = MeanVarianceNormalization <axes = [0, 2, 3]> (c) }""", {}),
 }
 PINS = {"fold_if": {"mode": 2}}
 

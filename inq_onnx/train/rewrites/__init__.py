@@ -18,6 +18,7 @@ from inq_onnx.train.rewrites.hardsigmoid_to_minmax import hardsigmoid_to_minmax
 from inq_onnx.train.rewrites.instancenorm_to_moments import instancenorm_to_moments
 from inq_onnx.train.rewrites.lpnorm_to_reduce import lpnorm_to_reduce
 from inq_onnx.train.rewrites.lrn_to_avgpool import lrn_to_avgpool
+from inq_onnx.train.rewrites.mvn_to_moments import mvn_to_moments
 from inq_onnx.train.rewrites.pin_input_shapes import pin_input_shapes
 from inq_onnx.train.rewrites.prepare import prepare_for_training, sample_feeds
 from inq_onnx.train.rewrites.reduce_to_maxpool import reduce_to_maxpool
@@ -45,6 +46,7 @@ __all__ = [
     "instancenorm_to_moments",
     "lpnorm_to_reduce",
     "lrn_to_avgpool",
+    "mvn_to_moments",
     "pin_input_shapes",
     "prepare_for_training",
     "reduce_to_maxpool",

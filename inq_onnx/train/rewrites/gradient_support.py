@@ -49,6 +49,7 @@ REWRITES: dict[str, tuple[str, str]] = {
     "ReduceMin": ("reduce_to_maxpool", "with static shapes and axes"),
     "InstanceNormalization": ("instancenorm_to_moments", ""),
     "GroupNormalization": ("groupnorm_to_moments", "with a static input shape"),
+    "MeanVarianceNormalization": ("mvn_to_moments", ""),
     "LRN": ("lrn_to_avgpool", "with a static input shape"),
     "LpNormalization": ("lpnorm_to_reduce", ""),
     **{op: ("reduce_to_reducesum", "") for op in ("ReduceL1", "ReduceSumSquare", "ReduceLogSum")},

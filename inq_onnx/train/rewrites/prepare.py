@@ -23,6 +23,7 @@ from inq_onnx.train.rewrites.hardsigmoid_to_minmax import hardsigmoid_to_minmax
 from inq_onnx.train.rewrites.instancenorm_to_moments import instancenorm_to_moments
 from inq_onnx.train.rewrites.lpnorm_to_reduce import lpnorm_to_reduce
 from inq_onnx.train.rewrites.lrn_to_avgpool import lrn_to_avgpool
+from inq_onnx.train.rewrites.mvn_to_moments import mvn_to_moments
 from inq_onnx.train.rewrites.pin_input_shapes import pin_input_shapes
 from inq_onnx.train.rewrites.reduce_to_maxpool import reduce_to_maxpool
 from inq_onnx.train.rewrites.reduce_to_reducesum import reduce_to_reducesum
@@ -96,5 +97,5 @@ def prepare_for_training(
         batchnorm_to_affine, resize_to_repeat, convtranspose_to_conv_shuffle,
         globalmaxpool_to_maxpool, softmax_pattern_to_softmax, reduce_to_maxpool, activations_to_primitives,
         depth_to_space_to_transpose, instancenorm_to_moments, reduce_to_reducesum, lrn_to_avgpool,
-        lpnorm_to_reduce, groupnorm_to_moments,
+        lpnorm_to_reduce, groupnorm_to_moments, mvn_to_moments,
     ])
