@@ -105,7 +105,7 @@ def _run_child(config: dict, work: Path, timeout_s: float) -> tuple[dict, str]:
 def _raise_failure(model: onnx.ModelProto, reason: str) -> None:
     stuck = blocking(gradient_report(model, model))  # the model ORT got: its rewrites are done
     if stuck:
-        found = "; ".join(entry.describe() for entry in stuck)
+        found = "; ".join(entry.describe(way_out=False) for entry in stuck)
         raise TrainingError(f"ONNX Runtime could not build the training graph ({reason}); ops on the gradient path "
                             f"ORT cannot train: {', '.join(e.op for e in stuck)} ({found})",
                             "; ".join(f"for {entry.op}, {entry.way_out}" for entry in stuck))

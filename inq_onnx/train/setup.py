@@ -97,7 +97,7 @@ def check_trainable_ops(prepared: onnx.ModelProto, original: onnx.ModelProto | N
     stuck = blocking(report)
     if stuck:
         others = [entry.describe() for entry in report if entry not in stuck]
-        listed = "; ".join(entry.describe() for entry in stuck) + (f"; other ops: {', '.join(others)}" if others else "")
+        listed = "; ".join(entry.describe(way_out=False) for entry in stuck) + (f"; other ops: {', '.join(others)}" if others else "")
         fixes = [f"for {entry.op}, {entry.way_out}" for entry in stuck]
         raise TrainingError(
             f"ONNX Runtime 1.19.2 cannot train through {', '.join(e.op for e in stuck)} ({listed})", "; ".join(fixes))

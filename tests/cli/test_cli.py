@@ -125,3 +125,22 @@ def test_one_shot_pins_reach_verification_and_fidelity(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "ONNX Runtime ran it on random inputs" in proc.stdout and "'sr': []" in proc.stdout
     assert "fidelity on 8 samples" in proc.stdout
+
+
+def test_full_inq_refuses_an_op_without_gradient_with_a_way_out_that_exists(tmp_path):
+    from tests.train.train_helpers import model_from_text, rand
+
+    text = """
+<ir_version: 8, opset_import: ["" : 14]>
+g (float[N,3,6,6] x) => (float[N,4,6,6] y) { c = Conv <pads = [1,1,1,1]> (x, W)  h = HardSwish (c)  y = CumSum (h, ax) }
+"""
+    path = tmp_path / "m.onnx"
+    onnx.save(model_from_text(text, W=rand(4, 3, 3, 3), ax=np.array(1)), path)
+    np.savez(tmp_path / "d.npz", x=rand(8, 3, 6, 6))
+    before = path.read_bytes()
+    proc = run("quantize", path, "--data", tmp_path / "d.npz", "-o", tmp_path / "q.onnx")
+    assert proc.returncode != 0 and path.read_bytes() == before and not (tmp_path / "q.onnx").exists()
+    assert proc.stderr.count("\n") == 1 and "exclude" not in proc.stderr
+    assert "CumSum: blocks training (no gradient builder)" in proc.stderr
+    assert "HardSwish: trains through a rewrite (hardsigmoid_to_minmax)" in proc.stderr
+    assert "To fix this, for CumSum, quantize one shot without --data, or run `inq-onnx step`" in proc.stderr

@@ -76,12 +76,12 @@ class OpGradient:
     reason: str = ""  # why the op blocks as it is
     way_out: str = ""  # what the user can do, when status is BLOCKS
 
-    def describe(self) -> str:
+    def describe(self, *, way_out: bool = True) -> str:
         if self.status is GradientStatus.TRAINS:
             return f"{self.op}: trains"
         if self.status is GradientStatus.REWRITE:
             return f"{self.op}: trains through a rewrite ({self.rewrite})"
-        return f"{self.op}: blocks training ({self.reason}); {self.way_out}"
+        return f"{self.op}: blocks training ({self.reason})" + (f"; {self.way_out}" if way_out else "")
 
     def to_json(self) -> dict:
         return {"op": self.op, "status": self.status.value, "rewrite": self.rewrite or None,
