@@ -11,7 +11,7 @@ from inq_onnx_cli.common import verbosity, verbosity_options
 from inq_onnx.graph.io import load_model
 from inq_onnx.graph.weights import select_weights
 from inq_onnx.report import format_table
-from inq_onnx.train.rewrites.gradient_support import GRADIENT_BLOCKERS, unsupported_gradient_ops
+from inq_onnx.train.rewrites.gradient_support import GradientStatus, training_report
 
 
 @click.command("inspect")
@@ -30,10 +30,12 @@ def inspect_command(model, include, exclude, min_size, as_json):
     """
     loaded, _ = load_model(model)
     found = select_weights(loaded, include=include, exclude=exclude, min_size=min_size)
+    training = training_report(loaded)
     if as_json:
-        click.echo(json.dumps([{"name": c.name, "shape": c.shape, "dtype": c.dtype, "selected": c.selected,
-                                "skip_reason": c.skip_reason, "channel_axes": c.channel_axes,
-                                "uses": c.uses, "notes": c.notes} for c in found], indent=1))
+        weights = [{"name": c.name, "shape": c.shape, "dtype": c.dtype, "selected": c.selected,
+                    "skip_reason": c.skip_reason, "channel_axes": c.channel_axes, "uses": c.uses, "notes": c.notes}
+                   for c in found]
+        click.echo(json.dumps({"weights": weights, "gradient_path": [op.to_json() for op in training]}, indent=1))
         return
     chosen = [c for c in found if c.selected]
     rows = [[c.name, "x".join(map(str, c.shape)), c.dtype, "axes " + ",".join(map(str, c.channel_axes))
@@ -49,9 +51,10 @@ def inspect_command(model, include, exclude, min_size, as_json):
     for c in chosen:
         for note in c.notes:
             click.echo(f"note: {c.name}: {note}")
-    blockers = unsupported_gradient_ops(loaded)
-    if blockers:
-        click.echo("\nretraining (quantize --data): ONNX Runtime 1.19.2 cannot differentiate these ops as they are;"
-                   " inq-onnx trains a rewritten copy of the graph where a rewrite exists:")
-        for op in blockers:
-            click.echo(f"  {op}: {GRADIENT_BLOCKERS.get(op, 'no gradient')}")
+    if not training:
+        return
+    click.echo("\nretraining (quantize --data), per op type between the weights and the outputs:")
+    for op in training:
+        click.echo(f"  {op.describe()}")
+    if any(op.status is GradientStatus.BLOCKS for op in training):
+        click.echo("full INQ with --data is refused until every op above trains; one-shot quantization works.")

@@ -23,9 +23,11 @@ import onnx
 import inq_onnx
 from inq_onnx.errors import InvalidOptionError, TrainingError
 from inq_onnx.train.losses import KL_SOFTMAX_OPSET, LossSpec, ResolvedLoss, resolve_loss
-from inq_onnx.train.rewrites.opset_raise import raise_opset
 from inq_onnx.train.ort_training import require_training
-from inq_onnx.train.rewrites.gradient_support import unsupported_gradient_ops
+from inq_onnx.train.rewrites.gradient_support import (
+    NO_REWRITE_WAY_OUT, blocking, gradient_path_ops, gradient_report,
+)
+from inq_onnx.train.rewrites.opset_raise import raise_opset
 
 WORK_PREFIX = ".work-"
 _FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
@@ -103,11 +105,17 @@ def _run_child(config: dict, work: Path, timeout_s: float) -> tuple[dict, str]:
 
 
 def _raise_failure(model: onnx.ModelProto, reason: str) -> None:
-    blockers = unsupported_gradient_ops(model)
-    found = f"; ops on the gradient path ORT cannot train: {', '.join(blockers)}" if blockers else ""
+    stuck = blocking(gradient_report(model, model))  # the model ORT got: its rewrites are done
+    if stuck:
+        found = "; ".join(entry.describe(way_out=False) for entry in stuck)
+        raise TrainingError(f"ONNX Runtime could not build the training graph ({reason}); ops on the gradient path "
+                            f"ORT cannot train: {', '.join(e.op for e in stuck)} ({found})",
+                            "; ".join(f"for {entry.op}, {entry.way_out}" for entry in stuck))
+    ops = ", ".join(gradient_path_ops(model))
     raise TrainingError(
-        f"ONNX Runtime could not build the training graph ({reason}){found}",
-        "run prepare_for_training on the model first and check unsupported_gradient_ops(model)",
+        f"ONNX Runtime could not build the training graph ({reason}); no op on its gradient path ({ops}) is "
+        "known to block training",
+        f"{NO_REWRITE_WAY_OUT}; and report the model, so that the op gets a rewrite",
     )
 
 

@@ -22,7 +22,7 @@ from inq_onnx.runtime import first_line, session
 from inq_onnx.train.losses import DistillTerm, LossKind, LossSpec, float_outputs, resolve_loss
 from inq_onnx.train.options import DistillTensors, LossChoice, TrainOptions
 from inq_onnx.train.params import ParamMap, param_map, trainable_tensors
-from inq_onnx.train.rewrites.gradient_support import GRADIENT_BLOCKERS, unsupported_gradient_ops
+from inq_onnx.train.rewrites.gradient_support import blocking, gradient_report
 from inq_onnx.train.rewrites.prepare import prepare_for_training
 from inq_onnx.train.session import TrainingSession
 
@@ -128,14 +128,20 @@ def training_shapes(model: onnx.ModelProto, train: Samples, batch: int, pins) ->
     return shapes
 
 
-def check_trainable_ops(prepared: onnx.ModelProto) -> None:
-    """Name, before ORT is asked, every op left on the gradient path that it cannot differentiate."""
-    blockers = unsupported_gradient_ops(prepared)
-    if blockers:
-        reasons = "; ".join(f"{op}: {GRADIENT_BLOCKERS.get(op, 'no gradient')}" for op in blockers)
-        fix = ("pin the inputs its conditions read, e.g. --pin sr=16000" if "If" in blockers else
-               "exclude the layers with those ops from retraining, or quantize one shot without --data")
-        raise TrainingError(f"ONNX Runtime 1.19.2 cannot train through {', '.join(blockers)} ({reasons})", fix)
+def check_trainable_ops(prepared: onnx.ModelProto, original: onnx.ModelProto | None = None) -> None:
+    """Name, before ORT is asked, every op left on the gradient path that it cannot differentiate.
+
+    The message gives each op type on the path of ``original`` (the user's graph, when given):
+    trains, trains through a rewrite (which), or blocks training, with a way out.
+    """
+    report = gradient_report(original if original is not None else prepared, prepared)
+    stuck = blocking(report)
+    if stuck:
+        others = [entry.describe() for entry in report if entry not in stuck]
+        listed = "; ".join(entry.describe(way_out=False) for entry in stuck) + (f"; other ops: {', '.join(others)}" if others else "")
+        fixes = [f"for {entry.op}, {entry.way_out}" for entry in stuck]
+        raise TrainingError(
+            f"ONNX Runtime 1.19.2 cannot train through {', '.join(e.op for e in stuck)} ({listed})", "; ".join(fixes))
 
 
 def build_setups(model: onnx.ModelProto, trains: list[Samples], sidecar: Sidecar, options: TrainOptions,
@@ -156,7 +162,7 @@ def build_setup(model: onnx.ModelProto, train: Samples, sidecar: Sidecar, option
     teacher = model if teacher is None else teacher
     batch = min(options.batch_size, len(train))
     prepared, passes = prepare_for_training(model, input_shapes=training_shapes(model, train, batch, pins), pins=pins)
-    check_trainable_ops(prepared)
+    check_trainable_ops(prepared, model)
     sites, keys = trainable_tensors(model, prepared, sidecar,
                                     weight_sites(model, QuantizeOptions(**quantize_options_of(sidecar))))
     if not keys:

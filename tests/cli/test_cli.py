@@ -53,6 +53,29 @@ def test_inspect_lists_weights_and_reasons():
     assert proc.returncode == 0
     assert "4 weights (9,736 values) would be quantized" in proc.stdout
     assert "conv1.bias: bias (input 2) of Conv 'conv1'" in proc.stdout
+    assert "  Conv: trains\n" in proc.stdout and "blocks training" not in proc.stdout
+
+
+def test_inspect_says_per_op_whether_retraining_gets_through(tmp_path):
+    from tests.train.train_helpers import model_from_text, rand
+
+    text = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N,3,5,5] x) => (float[N,4,1,1] y) {
+  c = Conv <pads = [1,1,1,1]> (x, W)
+  p = GlobalMaxPool (c)
+  y = CumSum (p, axis)
+}
+"""
+    path = tmp_path / "m.onnx"
+    onnx.save(model_from_text(text, W=rand(4, 3, 3, 3), axis=np.array(1)), path)
+    out = run("inspect", path).stdout
+    assert "  GlobalMaxPool: trains through a rewrite (globalmaxpool_to_maxpool, with a static spatial size)\n" in out
+    assert "  CumSum: blocks training (no gradient builder); quantize one shot without --data, or run" in out
+    report = json.loads(run("inspect", path, "--json").stdout)
+    assert [w["name"] for w in report["weights"]] == ["W"]
+    assert [(op["op"], op["status"]) for op in report["gradient_path"]] == [
+        ("Conv", "trains"), ("GlobalMaxPool", "trains through a rewrite"), ("CumSum", "blocks training")]
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -148,3 +171,22 @@ def test_bias_correction_is_off_by_default_where_the_least_error_range_is_used(t
         proc = run("quantize", FIXTURE, *args, "--val", val, "-o", tmp_path / "q.onnx", "--json")
         assert proc.returncode == 0, proc.stderr
         assert (json.loads(proc.stdout)["bias_correction"] is not None) == corrected, args
+
+
+def test_full_inq_refuses_an_op_without_gradient_with_a_way_out_that_exists(tmp_path):
+    from tests.train.train_helpers import model_from_text, rand
+
+    text = """
+<ir_version: 8, opset_import: ["" : 14]>
+g (float[N,3,6,6] x) => (float[N,4,6,6] y) { c = Conv <pads = [1,1,1,1]> (x, W)  h = HardSwish (c)  y = CumSum (h, ax) }
+"""
+    path = tmp_path / "m.onnx"
+    onnx.save(model_from_text(text, W=rand(4, 3, 3, 3), ax=np.array(1)), path)
+    np.savez(tmp_path / "d.npz", x=rand(8, 3, 6, 6))
+    before = path.read_bytes()
+    proc = run("quantize", path, "--data", tmp_path / "d.npz", "-o", tmp_path / "q.onnx")
+    assert proc.returncode != 0 and path.read_bytes() == before and not (tmp_path / "q.onnx").exists()
+    assert proc.stderr.count("\n") == 1 and "exclude" not in proc.stderr
+    assert "CumSum: blocks training (no gradient builder)" in proc.stderr
+    assert "HardSwish: trains through a rewrite (hardsigmoid_to_minmax)" in proc.stderr
+    assert "To fix this, for CumSum, quantize one shot without --data, or run `inq-onnx step`" in proc.stderr

@@ -47,3 +47,19 @@ def ops(model: onnx.ModelProto) -> list[str]:
 def frozen(model: onnx.ModelProto) -> bytes:
     """Bytes to compare before/after a pass: the pass must not mutate its input."""
     return model.SerializeToString(deterministic=True)
+
+
+def one_train_step(model: onnx.ModelProto, trainable: list[str], feeds: dict[str, np.ndarray], folder) -> dict:
+    """Build artifacts (MSE on the first output, against its value + 0.1), run one training step,
+    and return the gradients of ``trainable``."""
+    from inq_onnx.train.artifacts import build_artifacts
+    from inq_onnx.train.losses import LossSpec
+    from inq_onnx.train.session import TrainingSession
+
+    target = (run(model, feeds)[0] + 0.1).astype(np.float32)
+    artifacts = build_artifacts(model, trainable=trainable, folder=folder, loss=LossSpec(), timeout_s=120)
+    session = TrainingSession(artifacts, threads=1)
+    session.reset_grad()
+    loss = session.train_step(*[feeds[name] for name in artifacts.inputs if name in feeds], target)
+    assert np.isfinite(loss)
+    return session.gradients()

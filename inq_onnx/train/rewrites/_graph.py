@@ -179,3 +179,31 @@ def rewrite_each(
     if unused:
         drop_unused_initializers(graph, unused)
     return PassResult(out if replacements else model, len(replacements), tuple(notes))
+
+
+def reduce_axes(graph: onnx.GraphProto, node: onnx.NodeProto, rank: int) -> tuple[int, ...] | None:
+    """The sorted non-negative axes a Reduce* node reduces, from its attribute or its input.
+
+    None when they are not known statically, or when the node reduces nothing
+    (``noop_with_empty_axes``). No axes given means every axis.
+    """
+    axes = attr(node, "axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        value = const_value(graph, node.input[1])
+        if value is None:
+            return None
+        axes = value.reshape(-1).tolist()
+    if not axes:
+        return None if attr(node, "noop_with_empty_axes", 0) else tuple(range(rank))
+    if any(not -rank <= a < rank for a in axes):
+        return None
+    return tuple(sorted({a % rank for a in axes}))
+
+
+def consumers(graph: onnx.GraphProto, name: str) -> list[onnx.NodeProto]:
+    """Top-level nodes that read ``name`` (directly or from inside a subgraph)."""
+    found = []
+    for node in graph.node:
+        if name in node.input or any(name in used_names(sub) for _, _, sub in subgraphs(node)):
+            found.append(node)
+    return found

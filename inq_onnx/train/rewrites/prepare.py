@@ -10,15 +10,26 @@ from onnx import helper
 
 from inq_onnx.errors import InvalidOptionError
 from inq_onnx.graph.passes import PassResult, run_passes
+from inq_onnx.train.rewrites.activations_to_primitives import activations_to_primitives
 from inq_onnx.train.rewrites.batchnorm_to_affine import batchnorm_to_affine
 from inq_onnx.train.rewrites.clip_opset_bump import clip_opset_bump
 from inq_onnx.train.rewrites.constants_to_initializers import constants_to_initializers
 from inq_onnx.train.rewrites.convtranspose_to_conv_shuffle import convtranspose_to_conv_shuffle
+from inq_onnx.train.rewrites.depth_to_space_to_transpose import depth_to_space_to_transpose
 from inq_onnx.train.rewrites.fold_if import fold_if
+from inq_onnx.train.rewrites.globalmaxpool_to_maxpool import globalmaxpool_to_maxpool
+from inq_onnx.train.rewrites.groupnorm_to_moments import groupnorm_to_moments
 from inq_onnx.train.rewrites.hardsigmoid_to_minmax import hardsigmoid_to_minmax
 from inq_onnx.train.rewrites.layernorm_outputs import layernorm_outputs
+from inq_onnx.train.rewrites.instancenorm_to_moments import instancenorm_to_moments
+from inq_onnx.train.rewrites.lpnorm_to_reduce import lpnorm_to_reduce
+from inq_onnx.train.rewrites.lrn_to_avgpool import lrn_to_avgpool
+from inq_onnx.train.rewrites.mvn_to_moments import mvn_to_moments
 from inq_onnx.train.rewrites.pin_input_shapes import pin_input_shapes
+from inq_onnx.train.rewrites.reduce_to_maxpool import reduce_to_maxpool
+from inq_onnx.train.rewrites.reduce_to_reducesum import reduce_to_reducesum
 from inq_onnx.train.rewrites.resize_to_repeat import resize_to_repeat
+from inq_onnx.train.rewrites.softmax_pattern_to_softmax import softmax_pattern_to_softmax
 
 
 def _declared_shape(value: onnx.ValueInfoProto) -> tuple[int, ...] | None:
@@ -84,5 +95,8 @@ def prepare_for_training(
     pin.__name__, fold.__name__ = "pin_input_shapes", "fold_if"
     return run_passes(model, [
         fold, pin, constants_to_initializers, hardsigmoid_to_minmax, clip_opset_bump,
-        batchnorm_to_affine, resize_to_repeat, convtranspose_to_conv_shuffle, layernorm_outputs,
+        batchnorm_to_affine, resize_to_repeat, convtranspose_to_conv_shuffle,
+        globalmaxpool_to_maxpool, softmax_pattern_to_softmax, reduce_to_maxpool, activations_to_primitives,
+        depth_to_space_to_transpose, instancenorm_to_moments, reduce_to_reducesum, lrn_to_avgpool,
+        lpnorm_to_reduce, groupnorm_to_moments, mvn_to_moments, layernorm_outputs,
     ])
