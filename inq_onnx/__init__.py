@@ -47,14 +47,16 @@ from inq_onnx.quantize import quantize as _quantize_proto  # noqa: E402  (loads 
 
 
 def quantize(model, *, bits: int = 4, per_channel: bool = False, include=(), exclude=(),
-             min_size: int = 0) -> QuantizeResult:
+             min_size: int = 0, range: str = "auto") -> QuantizeResult:
     """Round every weight of ``model`` to the INQ codebook for ``bits`` (one shot, no data).
 
     ``model`` is an ``onnx.ModelProto`` or an ``onnx_ir.Model`` (either left untouched) or a
     path; ``result.model`` is of the type given (a ModelProto for a path). Returns the new model
     and a per-tensor report (n1, n2, fraction zero, relative L2 error, skip reasons).
+    ``range`` picks each codebook's n1: "paper", "mse", "mae" or "auto" (see ``codebook_range``).
     """
-    options = dict(bits=bits, per_channel=per_channel, include=include, exclude=exclude, min_size=min_size)
+    options = dict(bits=bits, per_channel=per_channel, include=include, exclude=exclude, min_size=min_size,
+                   range=range)
     if not _ir_model.is_ir_model(model):
         return _quantize_proto(model, **options)
     result = _quantize_proto(_ir_model.to_proto(model), **options)
