@@ -149,7 +149,8 @@ def inq_file(model_path: str | os.PathLike, output: str | os.PathLike | None, in
         result = retrain(model, train, inq=inq, options=train_options, run_dir=runs, val=val_samples, on_event=on_event)
         save_model(result.model, out, external_data=source.external_data, source=source, keep_data=False)
         side = write_sidecar(sidecar_path(out), load_checkpoint(runs).sidecar)
-        report = verify(out, reference=source.path or model, pins=train_options.pins) if check else None
+        report = verify(out, reference=source.path or model, pins=pinned_values(model, train_options.pins),
+                        run_on=val_samples if val_samples is not None else train) if check else None
         if compact:
             compact_output(out)
     except KeyboardInterrupt:  # outside the loop's own Ctrl-C handling (set-up, writing the result)

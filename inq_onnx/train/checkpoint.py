@@ -42,6 +42,8 @@ class Progress:
     options: dict | None = None  # the run's options, to refuse a resume with other ones
     loss_sum: float = 0.0  # training losses of the step so far, so that a resumed step logs its mean
     loss_count: int = 0
+    lr: float | None = None  # the run's learning rate, once searched (or lowered by the step guard)
+    guard: dict | None = None  # the step guard's state within a step (lr_search.GuardState.as_dict())
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Checkpoint:
     sidecar: Sidecar
     progress: Progress
     optimizer: dict[str, np.ndarray | float] | None
+    arrays: dict[str, np.ndarray] | None = None  # within a step: its start (and best try) for the guard
 
 
 def fsync_dir(path: Path) -> None:
@@ -72,6 +75,8 @@ def save_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> Path:
         arrays = {k: v for k, v in checkpoint.optimizer.items() if isinstance(v, np.ndarray)}
         floats = {k: repr(float(v)) for k, v in checkpoint.optimizer.items() if not isinstance(v, np.ndarray)}
         save_file(arrays, str(tmp / "optimizer.safetensors"), metadata=floats)
+    if checkpoint.arrays:
+        save_file(dict(checkpoint.arrays), str(tmp / "step.safetensors"))
     (tmp / "progress.json").write_text(json.dumps({"format": FORMAT, **asdict(checkpoint.progress)}))
     for f in tmp.iterdir():
         fsync_file(f)
@@ -132,7 +137,8 @@ def load_checkpoint(run_dir: Path) -> Checkpoint | None:
 
             with safe_open(str(folder / "optimizer.safetensors"), "numpy") as f:
                 optimizer.update({k: float(v) for k, v in (f.metadata() or {}).items()})
+        arrays = dict(load_file(str(folder / "step.safetensors"))) if (folder / "step.safetensors").exists() else None
     except (OSError, ValueError, KeyError, SidecarError) as e:
         raise SidecarError(f"the checkpoint in {folder} is damaged ({type(e).__name__}: {str(e)[:80]})",
                            f"delete {run_dir} to start the run over") from e
-    return Checkpoint(model, sidecar, Progress(**progress), optimizer)
+    return Checkpoint(model, sidecar, Progress(**progress), optimizer, arrays)

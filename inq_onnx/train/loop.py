@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -28,15 +29,30 @@ from inq_onnx.optim import MaskedAdamW, MaskedSGD
 from inq_onnx.schedule import LRDecay, LRSchedule
 from inq_onnx.sidecar import check_compatible
 from inq_onnx.train.checkpoint import CURRENT, Checkpoint, Progress, load_checkpoint, save_checkpoint
+from inq_onnx.quantize import quantize_model
 from inq_onnx.train.evaluate import evaluate
+from inq_onnx.train.lr_search import (DIVERGED_FACTOR, MAX_RETRIES, GuardState, HeldOutLoss, Trial, capped, choose_lr,
+                                      far_above, grid_for, keep_best, retry_lr, split_holdout, trial_updates)
 from inq_onnx.train.options import OptimizerChoice, TrainOptions
 from inq_onnx.train.params import ParamMap
 from inq_onnx.train.pause import pause_point
-from inq_onnx.train.setup import TrainingSetup, build_setup
+from inq_onnx.train.setup import LossNotFinite, TrainingSetup, build_setup
 
 log = logging.getLogger(__name__)
 Event = Callable[[str, dict], None]
 LOG = "log.jsonl"
+TRIAL_STREAM = 1_000_000  # the learning-rate trials' batch order, apart from every step's
+
+
+@dataclass(frozen=True)
+class TryState:
+    """What a checkpoint within a try must hold besides the weights and the optimizer."""
+
+    guard: GuardState
+    arrays: dict
+    run_lr: float | None
+    epochs: int
+    batches: int
 
 
 @dataclass
@@ -60,9 +76,25 @@ def retrain(model: onnx.ModelProto, train: Samples, *, inq: InqOptions, options:
             return RunResult(ckpt.model, read_log(run_dir), resumed=True)
         on_event("resumed", {"step": ckpt.sidecar.step, "epoch": ckpt.progress.epoch, "batch": ckpt.progress.batch,
                              "trained": ckpt.progress.trained})
+    train, judge = held_out(train, val, options, inq.seed)
     setup = build_setup(model, train, ckpt.sidecar, options, run_dir)
-    loop = Loop(model, setup, inq, options, run_dir, val, on_event)
+    loop = Loop(model, setup, inq, options, run_dir, val if val is not None else judge, on_event, judge=judge)
     return loop.run(ckpt)
+
+
+def held_out(train: Samples, val: Samples | None, options: TrainOptions, seed: int) -> tuple[Samples, Samples]:
+    """(samples to train on, samples that judge the learning rate and each step): --val when it
+    can feed the loss (a seeded subset of it when large), else a seeded slice of --data that is
+    not trained on; with too few samples to spare one, the training samples themselves."""
+    needs_labels = train.labels is not None and options.loss.value in ("auto", "cross-entropy")
+    if val is not None and (val.labels is not None or not needs_labels):
+        return train, capped(val, seed)
+    kept, held = split_holdout(train, min(options.batch_size, len(train)), seed)
+    if held is None:
+        held = capped(train, seed)
+        held = Samples(held.inputs, held.labels, f"the training samples of {train.source} (too few to hold some out)",
+                       held.sample_axes)
+    return kept, held
 
 
 def check_resumable(model, ckpt: Checkpoint, inq: InqOptions, run_options: dict, run_dir: Path) -> None:
@@ -76,16 +108,18 @@ def check_resumable(model, ckpt: Checkpoint, inq: InqOptions, run_options: dict,
 
 
 class Loop:
-    def __init__(self, reference, setup: TrainingSetup, inq, options: TrainOptions, run_dir, val, on_event):
+    def __init__(self, reference, setup: TrainingSetup, inq, options: TrainOptions, run_dir, val, on_event, *,
+                 judge: Samples | None = None):
         self.reference, self.setup, self.inq, self.options = reference, setup, inq, options
         self.run_dir, self.val, self.on_event = run_dir, val, on_event
+        self.heldout = HeldOutLoss(setup, judge if judge is not None else capped(setup.feeder.samples, inq.seed))
         self.stop_requested = False
         self.last_save = time.monotonic()
 
     def run(self, ckpt: Checkpoint) -> RunResult:
         resumed = ckpt.optimizer is not None or ckpt.sidecar.step >= 0
         if self.val is not None and ckpt.sidecar.step < 0:
-            self.record(-1, 0.0, None, evaluate(self.reference, self.reference, self.val, self.setup.feeder.pins), 0.0)
+            self.record(-1, 0.0, None, self.baseline(), 0.0)
         previous = signal.signal(signal.SIGINT, self.request_stop)
         try:
             while True:
@@ -93,13 +127,25 @@ class Loop:
                     if ckpt.sidecar.step == len(ckpt.sidecar.schedule) - 1:
                         return RunResult(ckpt.model, read_log(self.run_dir), resumed)
                     model, sidecar = partition_step(ckpt.model, ckpt.sidecar)
-                    ckpt = Checkpoint(model, sidecar, Progress(False, options=ckpt.progress.options), None)
+                    ckpt = Checkpoint(model, sidecar, Progress(False, options=ckpt.progress.options, lr=ckpt.progress.lr), None)
                 ckpt = self.train_step(ckpt)
                 last = ckpt.sidecar.step == len(ckpt.sidecar.schedule) - 1
                 if self.stop_requested and not last:  # Ctrl-C after the step's last batch: its checkpoint is written
                     raise self.interrupted(f"after step {ckpt.sidecar.step + 1}")
         finally:
             signal.signal(signal.SIGINT, previous)
+
+    def baseline(self) -> dict:
+        """The float model's figures, and the one-shot model's (what retraining has to beat)."""
+        pins = self.setup.feeder.pins
+        started = time.monotonic()
+        figures = evaluate(self.reference, self.reference, self.val, pins)
+        one_shot = quantize_model(self.reference, self.inq.quantize).model
+        figures.update({f"one_shot_{k}": v for k, v in evaluate(self.reference, one_shot, self.val, pins).items()
+                        if k not in ("float_accuracy", "val_samples")})
+        figures["val_source"] = self.val.source
+        log.info("float and one-shot figures in %.1f s", time.monotonic() - started)
+        return figures
 
     def request_stop(self, signum, frame) -> None:
         self.stop_requested = True
@@ -113,57 +159,180 @@ class Loop:
                            "run the same command again to resume from it")
 
     def train_step(self, ckpt: Checkpoint) -> Checkpoint:
+        """Retrain the float part of step ``ckpt.sidecar.step`` under the guard: a try that goes
+        wrong is rolled back to the step's start and retried with a lower rate (lr_search)."""
         sidecar, step = ckpt.sidecar, ckpt.sidecar.step
         sigma = sidecar.schedule[step]
         started = time.monotonic()
         pmap: ParamMap = self.setup.params
         params = pmap.read(ckpt.model)
         self.setup.load(params)
-        optimizer = self.make_optimizer(pmap.trainable(sidecar))
-        if ckpt.optimizer is not None:
-            optimizer.load_state_dict(ckpt.optimizer)
         epochs = 0 if sigma >= 1 else self.options.epochs_for(len(self.setup.feeder.samples))
         batches = self.setup.batches_per_epoch
-        loss_sum, loss_count = ckpt.progress.loss_sum, ckpt.progress.loss_count  # a resumed step keeps its losses
-        epoch, first = ckpt.progress.epoch, ckpt.progress.batch
-        options = ckpt.progress.options
-        lr = LRSchedule(self.options.learning_rate, LRDecay.COSINE)
+        progress = ckpt.progress
         self.emit("step", {"step": step, "sigma": sigma, "epochs": epochs, "batches": batches,
                            "quantized": quantized_share(sidecar)})
+        if epochs * batches == 0:
+            return self.finish_step(ckpt, params, None, {}, started)
+        arrays = dict(ckpt.arrays or {})
+        if progress.guard is None:  # the step starts now
+            arrays = {"start": params.copy()}
+            guard = self.start_guard(ckpt, params, step, epochs * batches)
+        else:
+            guard = GuardState.from_dict(progress.guard)
+        optimizer_state, epoch, first = ckpt.optimizer, progress.epoch, progress.batch
+        loss_sum, loss_count = progress.loss_sum, progress.loss_count  # a resumed try keeps its losses
+        while True:
+            optimizer = self.make_optimizer(pmap.trainable(sidecar), guard.lr)
+            if optimizer_state is not None:
+                optimizer.load_state_dict(optimizer_state)
+            state = TryState(guard, arrays, progress.lr, epochs, batches)
+            outcome, loss_sum, loss_count = self.train_try(ckpt, params, optimizer, state, epoch, first, loss_sum,
+                                                           loss_count)
+            end_loss = self.heldout(params) if outcome == "done" else math.inf
+            tried = {"lr": guard.lr, "loss": end_loss if math.isfinite(end_loss) else None,
+                     "train_loss": loss_sum / loss_count if loss_count else None, "outcome": outcome}
+            better = tried["loss"] is not None and (guard.best is None or end_loss < guard.tries[guard.best]["loss"])
+            if better:
+                arrays["best"] = params.copy()
+            guard = replace(guard, tries=guard.tries + (tried,), best=len(guard.tries) if better else guard.best)
+            if not far_above(end_loss, guard.start_loss) or len(guard.tries) > MAX_RETRIES:
+                break
+            self.emit("retry", {"step": step, "lr": guard.lr, "loss": tried["loss"], "start_loss": guard.start_loss,
+                                "outcome": outcome, "next_lr": retry_lr(guard.lr)})
+            guard = replace(guard, lr=retry_lr(guard.lr))
+            params[:] = arrays["start"]
+            self.setup.load(params)
+            optimizer_state, epoch, first, loss_sum, loss_count = None, 0, 0, 0.0, 0
+        keep = keep_best(guard.start_loss, list(guard.tries))
+        params = arrays["start"] if keep is None else arrays["best"]
+        kept = guard.tries[keep] if keep is not None else None
+        run_lr = kept["lr"] if kept is not None else min(t["lr"] for t in guard.tries)
+        entry = {"lr": guard.tries[0]["lr"], "val_loss_start": guard.start_loss,
+                 "val_loss": kept["loss"] if kept else guard.start_loss, "kept": keep,
+                 "train_loss": kept["train_loss"] if kept else None}
+        if len(guard.tries) > 1 or keep is None:
+            entry["tries"] = list(guard.tries)
+        if guard.search is not None:
+            entry["lr_search"] = guard.search
+        return self.finish_step(ckpt, params, run_lr, entry, started)
+
+    def start_guard(self, ckpt: Checkpoint, start: np.ndarray, step: int, step_updates: int) -> GuardState:
+        """The step's held-out loss at its start, and the run's rate: --lr, the one chosen at an
+        earlier step, or a search now."""
+        search, lr = None, ckpt.progress.lr
+        if lr is None and self.options.lr is not None:
+            lr = self.options.lr
+        if lr is None:
+            lr, search = self.search_lr(ckpt, start, step, step_updates)
+        self.setup.load(start)
+        return GuardState(lr=lr, start_loss=self.heldout(start), search=search)
+
+    def search_lr(self, ckpt: Checkpoint, start: np.ndarray, step: int, step_updates: int) -> tuple[float, dict]:
+        """Short trials of every rate of the grid from ``start`` (restored after each)."""
+        began = time.monotonic()
+        adamw = self.options.optimizer is OptimizerChoice.ADAMW
+        grid = grid_for(adamw)
+        steps_left = sum(1 for s in ckpt.sidecar.schedule[step:] if s < 1)
+        updates = trial_updates(step_updates, steps_left * step_updates, len(grid))
+        trials = []
+        for lr in grid:
+            params = start.copy()
+            self.setup.load(params)
+            optimizer = self.make_optimizer(self.setup.params.trainable(ckpt.sidecar), lr)
+            schedule = LRSchedule(lr, LRDecay.COSINE)
+            loss = math.inf
+            try:
+                for n, feeds in enumerate(self.trial_batches(step, updates)):
+                    if self.stop_requested:  # back to the step's start: the search is redone on resume
+                        self.save(ckpt.model, ckpt.sidecar, start, None,
+                                  Progress(False, options=ckpt.progress.options, lr=ckpt.progress.lr))
+                        raise self.interrupted(f"in step {step + 1}, while choosing the learning rate")
+                    optimizer.lr = schedule.at(n / updates)
+                    self.setup.step(params, feeds, optimizer)
+                loss = self.heldout(params)
+            except LossNotFinite:
+                pass
+            trials.append(Trial(lr, loss))
+        self.setup.load(start)
+        chosen = choose_lr(trials)
+        search = {"chosen": chosen, "updates": updates, "trials": [t.as_dict() for t in trials],
+                  "seconds": round(time.monotonic() - began, 2), "judged_on": self.heldout.samples.source}
+        self.emit("lr_search", search)
+        return chosen, search
+
+    def trial_batches(self, step: int, updates: int):
+        """``updates`` batches of a stream of their own (the same for every rate)."""
+        n, epoch = 0, 0
+        while True:
+            for _, feeds in self.setup.feeder.batches(self.setup.batch_size, self.inq.seed, TRIAL_STREAM + step, epoch):
+                if n == updates:
+                    return
+                yield feeds
+                n += 1
+            epoch += 1
+
+    def train_try(self, ckpt: Checkpoint, params: np.ndarray, optimizer, state: "TryState", epoch: int, first: int,
+                  loss_sum: float, loss_count: int) -> tuple[str, float, int]:
+        """One try at the step's epochs from (``epoch``, ``first``): "done", or "diverged" (a
+        non-finite loss, or a held-out loss so far above the start that going on is pointless)."""
+        sidecar, step = ckpt.sidecar, ckpt.sidecar.step
+        options = ckpt.progress.options
+        lr = LRSchedule(state.guard.lr, LRDecay.COSINE)
+        epochs, batches = state.epochs, state.batches
+
+        def progress(e, b):
+            return Progress(False, e, b, options, loss_sum, loss_count, lr=state.run_lr, guard=state.guard.as_dict())
+
         for epoch in range(epoch, epochs):
             for b, feeds in self.setup.feeder.batches(self.setup.batch_size, self.inq.seed, step, epoch, first):
                 if self.stop_requested:
-                    self.save(ckpt.model, sidecar, params, optimizer, Progress(False, epoch, b, options, loss_sum, loss_count))
+                    self.save(ckpt.model, sidecar, params, optimizer, progress(epoch, b), state.arrays)
                     raise self.interrupted(f"in step {step + 1}, epoch {epoch + 1}, batch {b + 1}")
                 optimizer.lr = lr.at((epoch * batches + b) / max(1, epochs * batches))
-                loss = float(self.setup.step(params, feeds, optimizer))
+                try:
+                    loss = float(self.setup.step(params, feeds, optimizer))
+                except LossNotFinite:
+                    return "diverged", loss_sum, loss_count
                 loss_sum, loss_count = loss_sum + loss, loss_count + 1
                 self.emit("batch", {"epoch": epoch, "batch": b, "loss": loss})
                 if time.monotonic() - self.last_save > 60 * self.options.checkpoint_minutes:
-                    self.save(ckpt.model, sidecar, params, optimizer,
-                              Progress(False, epoch, b + 1, options, loss_sum, loss_count))
+                    self.save(ckpt.model, sidecar, params, optimizer, progress(epoch, b + 1), state.arrays)
             first = 0
+            if epoch < epochs - 1 and far_above(self.heldout(params), state.guard.start_loss, DIVERGED_FACTOR):
+                return "diverged", loss_sum, loss_count
+            self.setup.load(params)
+        return "done", loss_sum, loss_count
+
+    def finish_step(self, ckpt: Checkpoint, params: np.ndarray, run_lr: float | None, entry: dict,
+                    started: float) -> Checkpoint:
+        sidecar, step = ckpt.sidecar, ckpt.sidecar.step
         model = onnx.ModelProto()
         model.CopyFrom(ckpt.model)
-        pmap.write(model, params)
+        self.setup.params.write(model, params)
         metrics = evaluate(self.reference, model, self.val, self.setup.feeder.pins) if self.val is not None else {}
-        self.record(step, sigma, loss_sum / loss_count if loss_count else None, metrics, time.monotonic() - started,
+        train_loss = entry.pop("train_loss", None)
+        if not entry and ckpt.progress.loss_count:
+            train_loss = ckpt.progress.loss_sum / ckpt.progress.loss_count
+        self.record(step, sidecar.schedule[step], train_loss, {**entry, **metrics}, time.monotonic() - started,
                     share=quantized_share(sidecar))
-        done = Checkpoint(model, sidecar, Progress(True, options=options), None)
+        done = Checkpoint(model, sidecar, Progress(True, options=ckpt.progress.options,
+                                                   lr=run_lr if run_lr is not None else ckpt.progress.lr), None)
         self.save(done.model, sidecar, None, None, done.progress)
         return done
 
-    def make_optimizer(self, trainable: np.ndarray):
+    def make_optimizer(self, trainable: np.ndarray, lr: float):
         o = self.options
         if o.optimizer is OptimizerChoice.ADAMW:
-            return MaskedAdamW(trainable, lr=o.learning_rate, weight_decay=o.weight_decay)
-        return MaskedSGD(trainable, lr=o.learning_rate, momentum=o.momentum, weight_decay=o.weight_decay)
+            return MaskedAdamW(trainable, lr=lr, weight_decay=o.weight_decay)
+        return MaskedSGD(trainable, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
 
-    def save(self, model, sidecar, params, optimizer, progress: Progress) -> None:
+    def save(self, model, sidecar, params, optimizer, progress: Progress, arrays: dict | None = None) -> None:
         if params is not None:
             model = onnx.ModelProto.FromString(model.SerializeToString())
             self.setup.params.write(model, params)
-        save_checkpoint(self.run_dir, Checkpoint(model, sidecar, progress, optimizer.state_dict() if optimizer else None))
+        save_checkpoint(self.run_dir, Checkpoint(model, sidecar, progress, optimizer.state_dict() if optimizer else None,
+                                                 arrays))
         self.last_save = time.monotonic()
 
     def record(self, step, sigma, loss, metrics: dict, seconds: float, share: float = 0.0) -> None:

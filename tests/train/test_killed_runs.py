@@ -127,7 +127,7 @@ def check_finished(out: Path, reference: dict) -> None:
     current = (folder / CURRENT).read_text()
     assert sorted(p.name for p in folder.iterdir()) == sorted([CURRENT, "artifacts", current, "log.jsonl"])
     assert not [p.name for p in (folder / "artifacts").iterdir() if p.name.startswith(".")]  # no killed build's work
-    assert [r["step"] for r in read_log(folder)] == [0, 1, 2]
+    assert [r["step"] for r in read_log(folder)] == [-1, 0, 1, 2]  # -1: float and one-shot figures
 
 
 def kill_and_resume(data: Path, out: Path, reference: dict, pauses: list[str], extra: list[str]) -> str:
