@@ -54,8 +54,9 @@ def loss_text(loss) -> str:
 
 
 def describe_search(s: dict) -> str:
-    trials = ", ".join(f"{t['lr']:g}: {loss_text(t['loss'])}" for t in s["trials"])
-    return (f"learning rate {s['chosen']:g}, chosen from {len(s['trials'])} trials of {s['updates']} updates each "
+    trials = ", ".join(f"{t['lr']:.3g}: {loss_text(t['loss'])}" for t in s["trials"])
+    how = "checked against a larger rate in" if s.get("kind") == "check" else "chosen from"
+    return (f"learning rate {s['chosen']:.3g}, {how} {len(s['trials'])} trials of {s['updates']} updates each "
             f"(held-out loss per rate: {trials}; judged on {s['judged_on']}; {s['seconds']:.1f} s)")
 
 

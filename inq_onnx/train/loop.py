@@ -31,7 +31,8 @@ from inq_onnx.sidecar import check_compatible
 from inq_onnx.train.checkpoint import CURRENT, Checkpoint, Progress, load_checkpoint, save_checkpoint
 from inq_onnx.quantize import quantize_model
 from inq_onnx.train.evaluate import evaluate
-from inq_onnx.train.lr_search import (DIVERGED_FACTOR, MAX_RETRIES, GuardState, HeldOutLoss, Trial, capped, choose_lr,
+from inq_onnx.train.lr_search import (DIVERGED_FACTOR, MAX_RETRIES, GuardState, HeldOutLoss, Trial, capped,
+                                      check_candidates, check_updates, choose_lr,
                                       far_above, grid_for, keep_best, retry_lr, split_holdout, trial_updates)
 from inq_onnx.train.options import OptimizerChoice, TrainOptions
 from inq_onnx.train.params import ParamMap
@@ -218,23 +219,26 @@ class Loop:
         return self.finish_step(ckpt, params, run_lr, entry, started)
 
     def start_guard(self, ckpt: Checkpoint, start: np.ndarray, step: int, step_updates: int) -> GuardState:
-        """The step's held-out loss at its start, and the run's rate: --lr, the one chosen at an
-        earlier step, or a search now."""
+        """The step's held-out loss at its start, and its rate: --lr (or what the guard lowered
+        it to), else a search at the first step and a check against a larger rate at later ones."""
         search, lr = None, ckpt.progress.lr
+        grid = grid_for(self.options.optimizer is OptimizerChoice.ADAMW)
         if lr is None and self.options.lr is not None:
             lr = self.options.lr
         if lr is None:
-            lr, search = self.search_lr(ckpt, start, step, step_updates)
+            steps_left = sum(1 for s in ckpt.sidecar.schedule[step:] if s < 1)
+            updates = trial_updates(step_updates, steps_left * step_updates, len(grid))
+            lr, search = self.search_lr(ckpt, start, step, grid, updates, "search")
+        elif self.options.lr is None and len(check_candidates(lr, grid)) > 1:
+            lr, search = self.search_lr(ckpt, start, step, check_candidates(lr, grid), check_updates(step_updates),
+                                        "check")
         self.setup.load(start)
         return GuardState(lr=lr, start_loss=self.heldout(start), search=search)
 
-    def search_lr(self, ckpt: Checkpoint, start: np.ndarray, step: int, step_updates: int) -> tuple[float, dict]:
-        """Short trials of every rate of the grid from ``start`` (restored after each)."""
+    def search_lr(self, ckpt: Checkpoint, start: np.ndarray, step: int, grid: tuple[float, ...], updates: int,
+                  kind: str) -> tuple[float, dict]:
+        """Short trials of every rate of ``grid`` from ``start`` (restored after each)."""
         began = time.monotonic()
-        adamw = self.options.optimizer is OptimizerChoice.ADAMW
-        grid = grid_for(adamw)
-        steps_left = sum(1 for s in ckpt.sidecar.schedule[step:] if s < 1)
-        updates = trial_updates(step_updates, steps_left * step_updates, len(grid))
         trials = []
         for lr in grid:
             params = start.copy()
@@ -256,7 +260,7 @@ class Loop:
             trials.append(Trial(lr, loss))
         self.setup.load(start)
         chosen = choose_lr(trials)
-        search = {"chosen": chosen, "updates": updates, "trials": [t.as_dict() for t in trials],
+        search = {"kind": kind, "chosen": chosen, "updates": updates, "trials": [t.as_dict() for t in trials],
                   "seconds": round(time.monotonic() - began, 2), "judged_on": self.heldout.samples.source}
         self.emit("lr_search", search)
         return chosen, search
@@ -275,7 +279,7 @@ class Loop:
     def train_try(self, ckpt: Checkpoint, params: np.ndarray, optimizer, state: "TryState", epoch: int, first: int,
                   loss_sum: float, loss_count: int) -> tuple[str, float, int]:
         """One try at the step's epochs from (``epoch``, ``first``): "done", or "diverged" (a
-        non-finite loss, or a held-out loss so far above the start that going on is pointless)."""
+        non-finite loss, or halfway a held-out loss so far above the start that going on is pointless)."""
         sidecar, step = ckpt.sidecar, ckpt.sidecar.step
         options = ckpt.progress.options
         lr = LRSchedule(state.guard.lr, LRDecay.COSINE)
@@ -299,9 +303,9 @@ class Loop:
                 if time.monotonic() - self.last_save > 60 * self.options.checkpoint_minutes:
                     self.save(ckpt.model, sidecar, params, optimizer, progress(epoch, b + 1), state.arrays)
             first = 0
-            if epoch < epochs - 1 and far_above(self.heldout(params), state.guard.start_loss, DIVERGED_FACTOR):
-                return "diverged", loss_sum, loss_count
-            self.setup.load(params)
+            if epoch == (epochs - 1) // 2 < epochs - 1 and far_above(self.heldout(params), state.guard.start_loss,
+                                                                     DIVERGED_FACTOR):
+                return "diverged", loss_sum, loss_count  # halfway and hopeless: the next try starts sooner
         return "done", loss_sum, loss_count
 
     def finish_step(self, ckpt: Checkpoint, params: np.ndarray, run_lr: float | None, entry: dict,

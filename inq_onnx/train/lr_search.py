@@ -9,6 +9,11 @@ step went wrong); the plumbing that trains and measures them is in ``inq_onnx.tr
   after each. The rate with the lowest held-out loss wins; rates within ``TIE`` of the best count
   as tied and the smallest of them wins (a fine-tuned model is hurt more by a rate too large than
   by one too small). The trials take at most ``SEARCH_SHARE`` of the run's updates.
+- **Check.** The first step is not like the later ones: with 20 % of the weights rounded the
+  model is still near its float optimum and small steps win; with 90 % rounded the few free
+  weights must move far to make up for the rest. So each later step first tries the run's rate
+  against three times it (``check_candidates``, within the grid), ``CHECK_SHARE`` of the step's
+  updates each, and keeps the better (ties: the smaller). Going down is the guard's job.
 - **Guard.** A step whose training loss turns non-finite, or whose held-out loss ends far above
   where the step started (``far_above``), is rolled back to its start (parameters and optimizer
   state) and retried with the rate divided by ``RETRY_DIVISOR``, at most ``MAX_RETRIES`` times;
@@ -29,7 +34,8 @@ from inq_onnx.data import Samples
 
 SGD_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 ADAMW_GRID = (3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
-SEARCH_SHARE = 0.12  # of the run's training updates, spent in the trials (evaluations come on top)
+SEARCH_SHARE = 0.08  # of the run's training updates, spent in the first search (evaluations come on top)
+CHECK_SHARE = 0.03  # of a later step's updates, per candidate of its check
 MIN_TRIAL_UPDATES = 20
 TIE = 0.02  # relative: held-out losses within 2 % of the best are a tie, broken toward the smaller rate
 FAR_FACTOR = 1.5  # a step is rolled back when its held-out loss ends above 1.5x its start ...
@@ -60,6 +66,16 @@ def trial_updates(step_updates: int, run_updates: int, grid_size: int) -> int:
     ``MIN_TRIAL_UPDATES`` (a tiny run) and at most one step's updates."""
     share = int(SEARCH_SHARE * run_updates / max(1, grid_size))
     return max(0, min(step_updates, max(MIN_TRIAL_UPDATES, share)))
+
+
+def check_candidates(lr: float, grid: tuple[float, ...]) -> tuple[float, ...]:
+    """The rates a later step tries: the run's, and three times it while that stays in the grid."""
+    up = lr * RETRY_DIVISOR
+    return (lr, up) if up <= max(grid) * (1 + 1e-9) else (lr,)
+
+
+def check_updates(step_updates: int) -> int:
+    return max(0, min(step_updates, max(MIN_TRIAL_UPDATES, int(CHECK_SHARE * step_updates))))
 
 
 def choose_lr(trials: list[Trial]) -> float:

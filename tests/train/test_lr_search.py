@@ -7,6 +7,7 @@ import pytest
 
 from inq_onnx.data import Samples
 from inq_onnx.train.lr_search import (FAR_FACTOR, HOLDOUT_MAX, MIN_TRIAL_UPDATES, SEARCH_SHARE, SGD_GRID, GuardState,
+                                      check_candidates, check_updates,
                                       Trial, capped, choose_lr, far_above, holdout_size, keep_best, padded_batches,
                                       retry_lr, split_holdout, trial_updates)
 
@@ -28,7 +29,8 @@ def test_diverged_trials_never_win_and_all_diverged_gives_the_smallest_rate():
 def test_trials_take_a_bounded_share_of_the_run():
     grid = len(SGD_GRID)
     big = trial_updates(1000, 9000, grid)
-    assert big == int(SEARCH_SHARE * 9000 / grid) and big * grid <= 0.15 * 9000
+    assert big == int(SEARCH_SHARE * 9000 / grid)
+    assert big * grid + 8 * 2 * check_updates(1000) <= 0.15 * 9000  # the search, then a check at 8 later steps
     assert trial_updates(1000, 100, grid) == MIN_TRIAL_UPDATES  # a tiny run still gets a meaningful trial
     assert trial_updates(10, 100, grid) == 10  # never more than one step's updates
 
@@ -90,3 +92,10 @@ def test_padded_batches_cover_every_sample_in_full_batches():
     assert [len(b) for b in batches] == [4, 4, 4]
     assert set(np.concatenate(batches)) == set(range(10))
     assert list(batches[-1]) == [8, 9, 0, 1]
+
+
+def test_a_later_step_checks_the_rate_against_a_larger_one_within_the_grid():
+    assert check_candidates(1e-3, SGD_GRID) == (1e-3, 3e-3)
+    assert check_candidates(1e-2, SGD_GRID) == (1e-2, pytest.approx(3e-2))
+    assert check_candidates(3e-2, SGD_GRID) == (3e-2,)  # the top of the grid: nothing to check
+    assert check_updates(1000) == 30 and check_updates(100) == MIN_TRIAL_UPDATES and check_updates(5) == 5

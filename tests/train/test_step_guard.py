@@ -41,8 +41,16 @@ def test_the_default_run_searches_the_rate_once_and_keeps_it(digits, tmp_path):
     records = read_log(tmp_path)
     search = records[1]["lr_search"]
     assert [t["lr"] for t in search["trials"]] == list(SGD_GRID) and search["chosen"] in SGD_GRID
-    assert sum(kind == "lr_search" for kind, _ in events) == 1
-    assert records[1]["lr"] == search["chosen"] and "lr_search" not in records[2]
+    assert search["kind"] == "search" and records[1]["lr"] == search["chosen"]
+    searches = [info for kind, info in events if kind == "lr_search"]
+    assert [s["kind"] for s in searches] == ["search"] + ["check"] * (len(searches) - 1)
+    previous = records[1]["lr"] if "tries" not in records[1] else records[1]["tries"][records[1]["kept"]]["lr"]
+    if previous < max(SGD_GRID):  # the next step checks the rate against 3x it
+        check = records[2]["lr_search"]
+        assert [t["lr"] for t in check["trials"]] == [previous, pytest.approx(3 * previous)]
+        assert records[2]["lr"] == check["chosen"]
+    else:
+        assert "lr_search" not in records[2]
     assert load_checkpoint(tmp_path).progress.lr in [t["lr"] for r in records[1:3] for t in r.get("tries", [r])]
     assert records[0]["val_samples"] == len(val) and "one_shot_val_accuracy" in records[0]
 
@@ -97,3 +105,30 @@ def test_ending_below_one_shot_is_said_plainly():
     records[-1]["val_accuracy"] = 0.96
     assert below_one_shot(records) is None
     assert below_one_shot([{"step": -1, "one_shot_sqnr_db": 20.0}, {"step": 0, "sqnr_db": 12.0}]).count("dB") == 2
+
+
+def test_a_run_interrupted_in_a_retry_resumes_to_identical_weights(digits, tmp_path):
+    import os
+    import signal
+
+    from inq_onnx.train.loop import Interrupted
+
+    model, train, val = digits
+    options = TrainOptions(epochs_per_step=1, batch_size=64, lr=1e3, checkpoint_minutes=0)
+    straight = retrain(model, train, inq=INQ, options=options, run_dir=tmp_path / "a", val=val)
+    state = {"retried": False, "sent": False}
+
+    def interrupt_in_the_retry(kind, info):
+        state["retried"] |= kind == "retry"
+        if kind == "batch" and state["retried"] and not state["sent"] and info["batch"] == 3:
+            state["sent"] = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(Interrupted):
+        retrain(model, train, inq=INQ, options=options, run_dir=tmp_path / "b", val=val, on_event=interrupt_in_the_retry)
+    ckpt = load_checkpoint(tmp_path / "b")
+    assert ckpt.progress.guard["tries"] and "start" in ckpt.arrays  # the guard's state is in the checkpoint
+    resumed = retrain(model, train, inq=INQ, options=options, run_dir=tmp_path / "b", val=val)
+    for key, value in weights(straight.model).items():
+        np.testing.assert_array_equal(weights(resumed.model)[key], value)
+    assert read_log(tmp_path / "b")[1]["tries"] == read_log(tmp_path / "a")[1]["tries"]
