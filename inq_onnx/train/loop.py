@@ -229,7 +229,7 @@ class Loop:
             steps_left = sum(1 for s in ckpt.sidecar.schedule[step:] if s < 1)
             updates = trial_updates(step_updates, steps_left * step_updates, len(grid))
             lr, search = self.search_lr(ckpt, start, step, grid, updates, "search")
-        elif self.options.lr is None and len(check_candidates(lr, grid)) > 1:
+        elif self.options.lr is None and len(check_candidates(lr, grid)) > 1 and check_updates(step_updates):
             lr, search = self.search_lr(ckpt, start, step, check_candidates(lr, grid), check_updates(step_updates),
                                         "check")
         self.setup.load(start)

@@ -13,7 +13,8 @@ step went wrong); the plumbing that trains and measures them is in ``inq_onnx.tr
   model is still near its float optimum and small steps win; with 90 % rounded the few free
   weights must move far to make up for the rest. So each later step first tries the run's rate
   against three times it (``check_candidates``, within the grid), ``CHECK_SHARE`` of the step's
-  updates each, and keeps the better (ties: the smaller). Going down is the guard's job.
+  updates each, and keeps the better (ties: the smaller); a step too short for ``MIN_CHECK_UPDATES``
+  per candidate is not checked. Going down is the guard's job.
 - **Guard.** A step whose training loss turns non-finite, or whose held-out loss ends far above
   where the step started (``far_above``), is rolled back to its start (parameters and optimizer
   state) and retried with the rate divided by ``RETRY_DIVISOR``, at most ``MAX_RETRIES`` times;
@@ -36,6 +37,7 @@ SGD_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 ADAMW_GRID = (3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
 SEARCH_SHARE = 0.08  # of the run's training updates, spent in the first search (evaluations come on top)
 CHECK_SHARE = 0.03  # of a later step's updates, per candidate of its check
+MIN_CHECK_UPDATES = 10  # a step too short for this many updates per candidate is not checked
 MIN_TRIAL_UPDATES = 20
 TIE = 0.02  # relative: held-out losses within 2 % of the best are a tie, broken toward the smaller rate
 FAR_FACTOR = 1.5  # a step is rolled back when its held-out loss ends above 1.5x its start ...
@@ -75,7 +77,10 @@ def check_candidates(lr: float, grid: tuple[float, ...]) -> tuple[float, ...]:
 
 
 def check_updates(step_updates: int) -> int:
-    return max(0, min(step_updates, max(MIN_TRIAL_UPDATES, int(CHECK_SHARE * step_updates))))
+    """Updates per candidate of a later step's check; 0 (no check) when the step is too short for
+    a check within its share."""
+    updates = int(CHECK_SHARE * step_updates)
+    return updates if updates >= MIN_CHECK_UPDATES else 0
 
 
 def choose_lr(trials: list[Trial]) -> float:

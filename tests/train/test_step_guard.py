@@ -11,7 +11,7 @@ from inq_onnx.options import QuantizeOptions
 from inq_onnx.train.checkpoint import load_checkpoint
 from inq_onnx.train.evaluate import below_one_shot
 from inq_onnx.train.loop import read_log, retrain
-from inq_onnx.train.lr_search import MAX_RETRIES, RETRY_DIVISOR, SGD_GRID
+from inq_onnx.train.lr_search import MAX_RETRIES, RETRY_DIVISOR, SGD_GRID, check_updates
 from inq_onnx.train.options import TrainOptions
 from inq_onnx.verify import fidelity, off_codebook
 from tests.conftest import FIXTURE
@@ -36,8 +36,9 @@ def weights(model):
 def test_the_default_run_searches_the_rate_once_and_keeps_it(digits, tmp_path):
     model, train, val = digits
     events = []
-    retrain(model, train, inq=INQ, options=TrainOptions(epochs_per_step=1, batch_size=64), run_dir=tmp_path, val=val,
+    retrain(model, train, inq=INQ, options=TrainOptions(epochs_per_step=16, batch_size=64), run_dir=tmp_path, val=val,
             on_event=lambda kind, info: events.append((kind, info)))
+    steps = [info for kind, info in events if kind == "step"]
     records = read_log(tmp_path)
     search = records[1]["lr_search"]
     assert [t["lr"] for t in search["trials"]] == list(SGD_GRID) and search["chosen"] in SGD_GRID
@@ -45,7 +46,7 @@ def test_the_default_run_searches_the_rate_once_and_keeps_it(digits, tmp_path):
     searches = [info for kind, info in events if kind == "lr_search"]
     assert [s["kind"] for s in searches] == ["search"] + ["check"] * (len(searches) - 1)
     previous = records[1]["lr"] if "tries" not in records[1] else records[1]["tries"][records[1]["kept"]]["lr"]
-    if previous < max(SGD_GRID):  # the next step checks the rate against 3x it
+    if previous < max(SGD_GRID) and check_updates(steps[1]["epochs"] * steps[1]["batches"]):  # checked against 3x
         check = records[2]["lr_search"]
         assert [t["lr"] for t in check["trials"]] == [previous, pytest.approx(3 * previous)]
         assert records[2]["lr"] == check["chosen"]
