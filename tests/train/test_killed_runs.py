@@ -163,7 +163,7 @@ def test_killed_mid_epoch_resumes_to_identical_weights(data, reference, tmp_path
     (["checkpoint-write:5"], EVERY_BATCH, "in step 1, epoch 1, batch 5"),  # 5th save half written
     (["checkpoint-commit:5"], EVERY_BATCH, "in step 1, epoch 1, batch 5"),  # renamed, CURRENT not yet
     (["checkpoint-write:1"], [], None),  # the first step's checkpoint half written: start over
-    (["record:2"], [], "after step 1"),  # step 2 logged, its checkpoint not written: logged twice
+    (["record:3"], [], "after step 1"),  # step 2 logged (record 1: float), its checkpoint not written: logged twice
     (["batch:60", "artifacts"], [], "after step 1"),  # then killed while the resumed run builds artifacts
     (["batch:30", "checkpoint-write:2", "checkpoint-commit:3", "batch:40"], EVERY_BATCH, "in step 2"),
 ], ids=["mid-step", "checkpoint-write", "checkpoint-commit", "first-checkpoint", "after-record", "artifacts", "chain"])
