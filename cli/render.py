@@ -92,7 +92,8 @@ def run_notes(records: list[dict]) -> list[str]:
     notes = []
     float_record = next((r for r in records if r["step"] < 0), None)
     if float_record and float_record.get("val_source"):
-        notes.append(f"validation figures on {float_record.get('val_samples', '?')} samples ({float_record['val_source']})")
+        count = float_record.get("val_samples", "?")
+        notes.append(f"validation figures on {count} samples ({float_record['val_source']})")
     notes += [f"step {r['step'] + 1}: {describe_search(r['lr_search'])}" for r in records if r.get("lr_search")]
     verdict = below_one_shot(records)
     if verdict:

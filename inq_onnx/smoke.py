@@ -31,7 +31,8 @@ TIMEOUT_S = 600
 
 
 def smoke_run(model: onnx.ModelProto | str | os.PathLike, reference: onnx.ModelProto | str | os.PathLike | None = None,
-              pins: dict | None = None, feeds: dict[str, np.ndarray] | None = None) -> tuple[dict[str, list[int]], bool]:
+              pins: dict | None = None,
+              feeds: dict[str, np.ndarray] | None = None) -> tuple[dict[str, list[int]], bool]:
     """Input shapes on which the reference ran and ``model`` ran with finite outputs, and whether
     they were ``feeds`` (real samples, with ``pins``: tried first when given) or random inputs.
 
@@ -60,7 +61,8 @@ def smoke_run(model: onnx.ModelProto | str | os.PathLike, reference: onnx.ModelP
             raise VerificationError(f"ONNX Runtime fails to run the quantized model where the float model runs: {last}",
                                     "report it with the model attached; --no-verify skips this check")
     if reference is None:
-        raise VerificationError(f"ONNX Runtime fails to run the model on {'the samples or ' if feeds else ''}random inputs: {last}",
+        tried = "the samples or random inputs" if feeds else "random inputs"
+        raise VerificationError(f"ONNX Runtime fails to run the model on {tried}: {last}",
                                 "check the model in ONNX Runtime, or pass --no-verify")
     return {}, False
 
@@ -72,7 +74,8 @@ def save(model: onnx.ModelProto | str | os.PathLike, path: Path) -> str:
     return str(save_model(model, path, keep_data=True))  # keeps the caller's model whole
 
 
-def run_child(paths: list[str], free_dim: int | None, pins: dict, feeds: Path | None = None) -> tuple[dict[str, dict], str]:
+def run_child(paths: list[str], free_dim: int | None, pins: dict,
+              feeds: Path | None = None) -> tuple[dict[str, dict], str]:
     pinned = json.dumps({k: np.asarray(v).tolist() for k, v in pins.items()})
     cmd = [sys.executable, "-m", "inq_onnx.smoke", *paths, "--free-dim", str(free_dim or 1), "--pins", pinned]
     if feeds is not None:

@@ -32,8 +32,8 @@ from inq_onnx.train.checkpoint import CURRENT, Checkpoint, Progress, load_checkp
 from inq_onnx.quantize import quantize_model
 from inq_onnx.train.evaluate import evaluate
 from inq_onnx.train.lr_search import (DIVERGED_FACTOR, MAX_RETRIES, GuardState, HeldOutLoss, Trial, capped,
-                                      check_candidates, check_updates, choose_lr,
-                                      far_above, grid_for, keep_best, retry_lr, split_holdout, trial_updates)
+                                      check_candidates, check_updates, choose_lr, step_outcome,
+                                      far_above, grid_for, retry_lr, split_holdout, trial_updates)
 from inq_onnx.train.options import OptimizerChoice, TrainOptions
 from inq_onnx.train.params import ParamMap
 from inq_onnx.train.pause import pause_point
@@ -128,7 +128,8 @@ class Loop:
                     if ckpt.sidecar.step == len(ckpt.sidecar.schedule) - 1:
                         return RunResult(ckpt.model, read_log(self.run_dir), resumed)
                     model, sidecar = partition_step(ckpt.model, ckpt.sidecar)
-                    ckpt = Checkpoint(model, sidecar, Progress(False, options=ckpt.progress.options, lr=ckpt.progress.lr), None)
+                    progress = Progress(False, options=ckpt.progress.options, lr=ckpt.progress.lr)
+                    ckpt = Checkpoint(model, sidecar, progress, None)
                 ckpt = self.train_step(ckpt)
                 last = ckpt.sidecar.step == len(ckpt.sidecar.schedule) - 1
                 if self.stop_requested and not last:  # Ctrl-C after the step's last batch: its checkpoint is written
@@ -205,17 +206,8 @@ class Loop:
             params[:] = arrays["start"]
             self.setup.load(params)
             optimizer_state, epoch, first, loss_sum, loss_count = None, 0, 0, 0.0, 0
-        keep = keep_best(guard.start_loss, list(guard.tries))
+        keep, run_lr, entry = step_outcome(guard)
         params = arrays["start"] if keep is None else arrays["best"]
-        kept = guard.tries[keep] if keep is not None else None
-        run_lr = kept["lr"] if kept is not None else min(t["lr"] for t in guard.tries)
-        entry = {"lr": guard.tries[0]["lr"], "val_loss_start": guard.start_loss,
-                 "val_loss": kept["loss"] if kept else guard.start_loss, "kept": keep,
-                 "train_loss": kept["train_loss"] if kept else None}
-        if len(guard.tries) > 1 or keep is None:
-            entry["tries"] = list(guard.tries)
-        if guard.search is not None:
-            entry["lr_search"] = guard.search
         return self.finish_step(ckpt, params, run_lr, entry, started)
 
     def start_guard(self, ckpt: Checkpoint, start: np.ndarray, step: int, step_updates: int) -> GuardState:

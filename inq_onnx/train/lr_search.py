@@ -174,6 +174,22 @@ class GuardState:
                           data.get("search"))
 
 
+def step_outcome(guard: GuardState) -> tuple[int | None, float, dict]:
+    """After a step's tries: which to keep (None: the step's start), the rate later steps start
+    from (the kept try's, else the lowest tried), and what the run log records of it."""
+    keep = keep_best(guard.start_loss, list(guard.tries))
+    kept = guard.tries[keep] if keep is not None else None
+    run_lr = kept["lr"] if kept is not None else min(t["lr"] for t in guard.tries)
+    entry = {"lr": guard.tries[0]["lr"], "val_loss_start": guard.start_loss,
+             "val_loss": kept["loss"] if kept else guard.start_loss, "kept": keep,
+             "train_loss": kept["train_loss"] if kept else None}
+    if len(guard.tries) > 1 or keep is None:
+        entry["tries"] = list(guard.tries)
+    if guard.search is not None:
+        entry["lr_search"] = guard.search
+    return keep, run_lr, entry
+
+
 class HeldOutLoss:
     """The training graph's loss, averaged over fixed held-out batches (ONNX Runtime's eval model:
     no gradients). The batches (and the teacher's outputs, for distillation) are made once."""

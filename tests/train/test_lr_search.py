@@ -99,3 +99,17 @@ def test_a_later_step_checks_the_rate_against_a_larger_one_within_the_grid():
     assert check_candidates(1e-2, SGD_GRID) == (1e-2, pytest.approx(3e-2))
     assert check_candidates(3e-2, SGD_GRID) == (3e-2,)  # the top of the grid: nothing to check
     assert check_updates(1000) == 30 and check_updates(300) == 0  # too short a step for a check within its share
+
+
+def test_the_step_outcome_keeps_the_best_try_and_carries_its_rate():
+    from inq_onnx.train.lr_search import step_outcome
+
+    tries = ({"lr": 0.03, "loss": None, "train_loss": None, "outcome": "diverged"},
+             {"lr": 0.01, "loss": 0.3, "train_loss": 0.2, "outcome": "done"})
+    keep, run_lr, entry = step_outcome(GuardState(0.01, 0.5, tries, 1, {"chosen": 0.03}))
+    assert (keep, run_lr) == (1, 0.01)
+    assert entry["lr"] == 0.03 and entry["val_loss"] == 0.3 and entry["tries"] == list(tries) and entry["lr_search"]
+    keep, run_lr, entry = step_outcome(GuardState(0.01, 0.2, tries, 1))  # the start beats every try
+    assert keep is None and run_lr == 0.01 and entry["val_loss"] == 0.2 and "lr_search" not in entry
+    keep, _, entry = step_outcome(GuardState(0.01, 0.5, tries[1:], 0))
+    assert keep == 0 and "tries" not in entry  # one good try: nothing more to say

@@ -71,7 +71,8 @@ def test_a_diverging_rate_is_rolled_back_and_retried_lower(digits, tmp_path):
     first = read_log(tmp_path)[1]
     lrs = [t["lr"] for t in first["tries"]]
     assert len(lrs) == MAX_RETRIES + 1 and lrs[1] == pytest.approx(lrs[0] / RETRY_DIVISOR)
-    assert first["kept"] is None and sum(r["step"] == 0 for r in retries) == MAX_RETRIES  # every try diverged: the step keeps its start
+    assert first["kept"] is None  # every try diverged: the step keeps its start
+    assert sum(r["step"] == 0 for r in retries) == MAX_RETRIES
     stepped, _ = partition_step(model, start(model, INQ))
     for a, b in zip(stepped.graph.initializer, after_first_step[0].graph.initializer):  # exactly the start
         np.testing.assert_array_equal(onnx.numpy_helper.to_array(a), onnx.numpy_helper.to_array(b))
@@ -126,7 +127,8 @@ def test_a_run_interrupted_in_a_retry_resumes_to_identical_weights(digits, tmp_p
             os.kill(os.getpid(), signal.SIGINT)
 
     with pytest.raises(Interrupted):
-        retrain(model, train, inq=INQ, options=options, run_dir=tmp_path / "b", val=val, on_event=interrupt_in_the_retry)
+        retrain(model, train, inq=INQ, options=options, run_dir=tmp_path / "b", val=val,
+                on_event=interrupt_in_the_retry)
     ckpt = load_checkpoint(tmp_path / "b")
     assert ckpt.progress.guard["tries"] and "start" in ckpt.arrays  # the guard's state is in the checkpoint
     resumed = retrain(model, train, inq=INQ, options=options, run_dir=tmp_path / "b", val=val)
