@@ -85,10 +85,12 @@ def retrain(model: onnx.ModelProto, train: Samples, *, inq: InqOptions, options:
 
 def held_out(train: Samples, val: Samples | None, options: TrainOptions, seed: int) -> tuple[Samples, Samples]:
     """(samples to train on, samples that judge the learning rate and each step): --val when it
-    can feed the loss (a seeded subset of it when large), else a seeded slice of --data that is
-    not trained on; with too few samples to spare one, the training samples themselves."""
+    can feed the training graph's loss (labels, same sample shapes; a seeded subset of it when
+    large), else a seeded slice of --data that is not trained on; with too few samples to spare
+    one, the training samples themselves."""
     needs_labels = train.labels is not None and options.loss.value in ("auto", "cross-entropy")
-    if val is not None and (val.labels is not None or not needs_labels):
+    same_shapes = val is not None and all(val.inputs[k].shape[1:] == v.shape[1:] for k, v in train.inputs.items())
+    if same_shapes and (val.labels is not None or not needs_labels):  # the training graph's shapes are fixed
         return train, capped(val, seed)
     kept, held = split_holdout(train, min(options.batch_size, len(train)), seed)
     if held is None:

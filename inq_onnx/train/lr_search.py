@@ -37,17 +37,18 @@ SGD_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 ADAMW_GRID = (3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
 SEARCH_SHARE = 0.08  # of the run's training updates, spent in the first search (evaluations come on top)
 CHECK_SHARE = 0.03  # of a later step's updates, per candidate of its check
+CHECK_FACTOR = 3.0  # a later step tries its rate against this many times it
 MIN_CHECK_UPDATES = 10  # a step too short for this many updates per candidate is not checked
 MIN_TRIAL_UPDATES = 20
 TIE = 0.02  # relative: held-out losses within 2 % of the best are a tie, broken toward the smaller rate
 FAR_FACTOR = 1.5  # a step is rolled back when its held-out loss ends above 1.5x its start ...
 FAR_MARGIN = 1e-3  # ... plus this, so that a loss near 0 does not trip on noise
-DIVERGED_FACTOR = 4.0  # checked at each epoch's end: so far above the start that the try stops early
+DIVERGED_FACTOR = 4.0  # checked halfway through a try: so far above the start that the try stops early
 RETRY_DIVISOR = 3.0
 MAX_RETRIES = 2
 HOLDOUT_SHARE = 0.1
 HOLDOUT_MAX = 1000
-SEED_STREAM = 7_919  # separates the held-out draw and the trial batches from the training batches
+SEED_STREAM = 7_919  # the held-out draws' own random stream, apart from the batch orders
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def trial_updates(step_updates: int, run_updates: int, grid_size: int) -> int:
 
 def check_candidates(lr: float, grid: tuple[float, ...]) -> tuple[float, ...]:
     """The rates a later step tries: the run's, and three times it while that stays in the grid."""
-    up = lr * RETRY_DIVISOR
+    up = lr * CHECK_FACTOR
     return (lr, up) if up <= max(grid) * (1 + 1e-9) else (lr,)
 
 

@@ -135,3 +135,17 @@ def test_a_run_interrupted_in_a_retry_resumes_to_identical_weights(digits, tmp_p
     for key, value in weights(straight.model).items():
         np.testing.assert_array_equal(weights(resumed.model)[key], value)
     assert read_log(tmp_path / "b")[1]["tries"] == read_log(tmp_path / "a")[1]["tries"]
+
+
+def test_val_judges_only_when_it_can_feed_the_training_graph(digits):
+    from inq_onnx.train.loop import held_out
+
+    _, train, val = digits
+    options = TrainOptions(batch_size=64)
+    assert held_out(train, val, options, 0) == (train, val)
+    unlabelled = Samples(val.inputs, None, "val.npz", val.sample_axes)
+    kept, judge = held_out(train, unlabelled, options, 0)  # cross-entropy needs labels: a slice of --data
+    assert len(kept) + len(judge) == len(train) and "held out" in judge.source
+    assert held_out(train, unlabelled, TrainOptions(batch_size=64, loss="distill"), 0)[1] is unlabelled
+    wider = Samples({"input": np.zeros((10, 1, 8, 9), np.float32)}, np.zeros(10, np.int64), "w.npz", val.sample_axes)
+    assert "held out" in held_out(train, wider, options, 0)[1].source  # other shapes than the training graph's
