@@ -52,7 +52,7 @@ class Checkpoint:
     sidecar: Sidecar
     progress: Progress
     optimizer: dict[str, np.ndarray | float] | None
-    arrays: dict[str, np.ndarray] | None = None  # within a step: its start (and best try) for the guard
+    arrays: dict[str, np.ndarray] | None = None  # within a step: its start, for the guard's rollback
 
 
 def fsync_dir(path: Path) -> None:

@@ -196,10 +196,7 @@ class Loop:
             end_loss = self.heldout(params) if outcome == "done" else math.inf
             tried = {"lr": guard.lr, "loss": end_loss if math.isfinite(end_loss) else None,
                      "train_loss": loss_sum / loss_count if loss_count else None, "outcome": outcome}
-            better = tried["loss"] is not None and (guard.best is None or end_loss < guard.tries[guard.best]["loss"])
-            if better:
-                arrays["best"] = params.copy()
-            guard = replace(guard, tries=guard.tries + (tried,), best=len(guard.tries) if better else guard.best)
+            guard = replace(guard, tries=guard.tries + (tried,))
             if not far_above(end_loss, guard.start_loss) or len(guard.tries) > MAX_RETRIES:
                 break
             self.emit("retry", {"step": step, "lr": guard.lr, "loss": tried["loss"], "start_loss": guard.start_loss,
@@ -209,7 +206,7 @@ class Loop:
             self.setup.load(params)
             optimizer_state, epoch, first, loss_sum, loss_count = None, 0, 0, 0.0, 0
         keep, run_lr, entry = step_outcome(guard)
-        params = arrays["start"] if keep is None else arrays["best"]
+        params = arrays["start"] if keep is None else params
         return self.finish_step(ckpt, params, run_lr, entry, started)
 
     def start_guard(self, ckpt: Checkpoint, start: np.ndarray, step: int, step_updates: int) -> GuardState:

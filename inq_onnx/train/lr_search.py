@@ -17,8 +17,9 @@ step went wrong); the plumbing that trains and measures them is in ``inq_onnx.tr
   per candidate is not checked. Going down is the guard's job.
 - **Guard.** A step whose training loss turns non-finite, or whose held-out loss ends far above
   where the step started (``far_above``), is rolled back to its start (parameters and optimizer
-  state) and retried with the rate divided by ``RETRY_DIVISOR``, at most ``MAX_RETRIES`` times;
-  the best of the tries (the step's start included) is kept, and its rate carries on.
+  state) and retried with the rate divided by ``RETRY_DIVISOR``, at most ``MAX_RETRIES`` times.
+  The try that passes is kept; when none does, the step keeps its start (better than any of
+  them). The kept rate (else the lowest tried) carries on to the next steps.
 - **Held-out samples.** ``--val`` when given (a seeded subset of at most ``HOLDOUT_MAX``), else a
   seeded slice of ``--data`` that retraining never sees (``split_holdout``).
 """
@@ -104,13 +105,12 @@ def retry_lr(lr: float) -> float:
 
 
 def keep_best(start_loss: float, tries: list[dict]) -> int | None:
-    """Index of the try to keep (lowest held-out loss), or None when the step's start is better
-    than every try (then the step keeps its start: no retraining beats none)."""
-    losses = [t["loss"] if t.get("loss") is not None else math.inf for t in tries]
-    best = int(np.argmin(losses)) if losses else None
-    if best is None or not losses[best] < start_loss:
-        return None
-    return best
+    """Index of the try to keep: the last one when it passed the guard, else None, the step's
+    start (every try ended far above it, so the start beats them all: no retraining beats a
+    harmful one)."""
+    if tries and not far_above(tries[-1]["loss"] if tries[-1].get("loss") is not None else math.inf, start_loss):
+        return len(tries) - 1
+    return None
 
 
 def holdout_size(samples: int, batch_size: int) -> int:
@@ -162,17 +162,14 @@ class GuardState:
     lr: float
     start_loss: float
     tries: tuple[dict, ...] = ()
-    best: int | None = None  # index of the best try so far (its parameters are saved beside)
     search: dict | None = None
 
     def as_dict(self) -> dict:
-        return {"lr": self.lr, "start_loss": self.start_loss, "tries": list(self.tries), "best": self.best,
-                "search": self.search}
+        return {"lr": self.lr, "start_loss": self.start_loss, "tries": list(self.tries), "search": self.search}
 
     @staticmethod
     def from_dict(data: dict) -> "GuardState":
-        return GuardState(data["lr"], data["start_loss"], tuple(data.get("tries", ())), data.get("best"),
-                          data.get("search"))
+        return GuardState(data["lr"], data["start_loss"], tuple(data.get("tries", ())), data.get("search"))
 
 
 def step_outcome(guard: GuardState) -> tuple[int | None, float, dict]:

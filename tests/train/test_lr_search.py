@@ -41,17 +41,19 @@ def test_far_above_the_start():
     assert not far_above(0.5, 0.4) and not far_above(0.0, 0.0)
 
 
-def test_the_best_try_is_kept_unless_the_start_beats_them_all():
+def test_a_try_that_passes_is_kept_else_the_step_keeps_its_start():
     tries = [{"lr": 0.03, "loss": None}, {"lr": 0.01, "loss": 0.9}, {"lr": 0.003, "loss": 0.4}]
     assert keep_best(0.5, tries) == 2
-    assert keep_best(0.3, tries) is None
+    assert keep_best(0.3, tries) == 2  # slightly above the start, but it passes the guard: trained, kept
+    assert keep_best(0.2, tries) is None  # every try far above: the start is kept
+    assert keep_best(0.3, [{"loss": 0.9}, {"loss": 0.5}, {"loss": 0.6}]) is None
     assert retry_lr(0.03) == pytest.approx(0.01)
 
 
 def test_guard_state_round_trips_through_json():
     import json
 
-    state = GuardState(0.01, 0.7, ({"lr": 0.03, "loss": None, "outcome": "diverged"},), None, {"chosen": 0.03})
+    state = GuardState(0.01, 0.7, ({"lr": 0.03, "loss": None, "outcome": "diverged"},), {"chosen": 0.03})
     assert GuardState.from_dict(json.loads(json.dumps(state.as_dict()))) == state
 
 
@@ -101,15 +103,15 @@ def test_a_later_step_checks_the_rate_against_a_larger_one_within_the_grid():
     assert check_updates(1000) == 30 and check_updates(300) == 0  # too short a step for a check within its share
 
 
-def test_the_step_outcome_keeps_the_best_try_and_carries_its_rate():
+def test_the_step_outcome_keeps_the_try_that_passed_and_carries_its_rate():
     from inq_onnx.train.lr_search import step_outcome
 
     tries = ({"lr": 0.03, "loss": None, "train_loss": None, "outcome": "diverged"},
              {"lr": 0.01, "loss": 0.3, "train_loss": 0.2, "outcome": "done"})
-    keep, run_lr, entry = step_outcome(GuardState(0.01, 0.5, tries, 1, {"chosen": 0.03}))
+    keep, run_lr, entry = step_outcome(GuardState(0.01, 0.5, tries, {"chosen": 0.03}))
     assert (keep, run_lr) == (1, 0.01)
     assert entry["lr"] == 0.03 and entry["val_loss"] == 0.3 and entry["tries"] == list(tries) and entry["lr_search"]
-    keep, run_lr, entry = step_outcome(GuardState(0.01, 0.2, tries, 1))  # the start beats every try
-    assert keep is None and run_lr == 0.01 and entry["val_loss"] == 0.2 and "lr_search" not in entry
-    keep, _, entry = step_outcome(GuardState(0.01, 0.5, tries[1:], 0))
+    keep, run_lr, entry = step_outcome(GuardState(0.01, 0.15, tries))  # every try far above: the start
+    assert keep is None and run_lr == 0.01 and entry["val_loss"] == 0.15 and "lr_search" not in entry
+    keep, _, entry = step_outcome(GuardState(0.01, 0.5, tries[1:]))
     assert keep == 0 and "tries" not in entry  # one good try: nothing more to say
