@@ -18,11 +18,14 @@ def evaluate(reference: onnx.ModelProto, model: onnx.ModelProto, val: Samples, p
 
 FIGURES = (("val_accuracy", "accuracy", "{:.4f}"), ("agreement", "top-1 agreement with the float model", "{:.4f}"),
            ("sqnr_db", "output SQNR", "{:.1f} dB"))
+MIN_SHARE_BELOW = 0.005  # an accuracy or agreement below one-shot by less than this (or 2 samples) is noise
+MIN_DB_BELOW = 0.5
 
 
 def below_one_shot(records: list[dict]) -> str | None:
     """A plain sentence when the run's last validation figure is below the one-shot model's
-    (accuracy with labels, else agreement, else SQNR), with what to try; None otherwise."""
+    (accuracy with labels, else agreement, else SQNR) by more than noise, with what to try;
+    None otherwise."""
     first = next((r for r in records if r["step"] < 0), None)
     last = records[-1] if records and records[-1]["step"] >= 0 else None
     if first is None or last is None:
@@ -31,7 +34,9 @@ def below_one_shot(records: list[dict]) -> str | None:
         final, one_shot = last.get(key), first.get(f"one_shot_{key}")
         if final is None or one_shot is None:
             continue
-        if final >= one_shot:
+        samples = first.get("val_samples") or 1
+        margin = MIN_DB_BELOW if key == "sqnr_db" else max(MIN_SHARE_BELOW, 2 / samples)
+        if final >= one_shot - margin:
             return None
         lrs = sorted({r["lr"] for r in records if r.get("lr") is not None})
         used = f" (this run used {', '.join(f'{lr:.3g}' for lr in lrs)})" if lrs else ""

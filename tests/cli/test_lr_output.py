@@ -34,6 +34,6 @@ def test_a_rolled_back_step_is_shown(tmp_path):
     record = {"step": 0, "lr": 0.03, "tries": [{"lr": 0.03, "loss": None}, {"lr": 0.01, "loss": 0.1}], "kept": 1}
     assert lr_cell(record) == "0.03 -> 0.01 (2 tries)"
     assert lr_cell({**record, "kept": None}) == "0.03 -> start (2 tries)"
-    notes = run_notes([{"step": -1, "one_shot_val_accuracy": 0.9, "val_samples": 10, "val_source": "val.npz"},
+    notes = run_notes([{"step": -1, "one_shot_val_accuracy": 0.9, "val_samples": 100, "val_source": "val.npz"},
                        {**record, "val_accuracy": 0.8}])
-    assert notes[0] == "validation figures on 10 samples (val.npz)" and "BELOW one-shot" in notes[-1]
+    assert notes[0] == "validation figures on 100 samples (val.npz)" and "BELOW one-shot" in notes[-1]
