@@ -26,10 +26,10 @@ from inq_onnx.errors import Interrupted, SidecarError
 from inq_onnx.graph.fingerprint import structure_fingerprint
 from inq_onnx.incremental import InqOptions, check_sidecar, partition_step, quantized_share, start
 from inq_onnx.optim import MaskedAdamW, MaskedSGD
+from inq_onnx.quantize import quantize_model
 from inq_onnx.schedule import LRDecay, LRSchedule
 from inq_onnx.sidecar import check_compatible
 from inq_onnx.train.checkpoint import CURRENT, Checkpoint, Progress, load_checkpoint, save_checkpoint
-from inq_onnx.quantize import quantize_model
 from inq_onnx.train.evaluate import evaluate
 from inq_onnx.train.lr_search import (DIVERGED_FACTOR, MAX_RETRIES, GuardState, HeldOutLoss, Trial, capped,
                                       check_candidates, check_updates, choose_lr, step_outcome,
