@@ -42,6 +42,12 @@ class Progress:
         elif kind == "batch" and self.bar is not None:
             self.loss = info["loss"]
             self.bar.update(1)
+        elif kind == "lr_search":
+            self.close()
+            click.echo(describe_search(info), err=True)
+        elif kind == "retry":
+            self.close()
+            click.echo(describe_retry(info), err=True)
         elif kind == "record":
             self.close()
             click.echo(describe_record(info), err=True)
@@ -52,12 +58,43 @@ class Progress:
             self.bar = None
 
 
+def loss_text(loss) -> str:
+    return "diverged" if loss is None else f"{loss:.4g}"
+
+
+def describe_search(s: dict) -> str:
+    trials = ", ".join(f"{t['lr']:.3g}: {loss_text(t['loss'])}" for t in s["trials"])
+    how = "checked against a larger rate in" if s.get("kind") == "check" else "chosen from"
+    return (f"learning rate {s['chosen']:.3g}, {how} {len(s['trials'])} trials of {s['updates']} updates each "
+            f"(held-out loss per rate: {trials}; judged on {s['judged_on']}; {s['seconds']:.1f} s)")
+
+
+def describe_retry(r: dict) -> str:
+    why = ("the training loss became NaN or infinite" if r["outcome"] == "diverged" and r["loss"] is None else
+           f"the held-out loss rose from {r['start_loss']:.4g} to {loss_text(r['loss'])}")
+    return f"step {r['step'] + 1}: {why} with lr {r['lr']:g}: rolled back, retrying with lr {r['next_lr']:.3g}"
+
+
 def describe_record(r: dict) -> str:
     head = "float model" if r["step"] < 0 else f"step {r['step'] + 1} (sigma {r['sigma']:g})"
     parts = [head]
+    if r.get("lr") is not None:
+        parts.append(f"lr {r['lr']:.3g}" + (f", {len(r['tries'])} tries, kept "
+                                            + ("none (the step's start was better)" if r.get("kept") is None
+                                               else f"lr {r['tries'][r['kept']]['lr']:.3g}") if r.get("tries") else ""))
+    if r.get("val_loss") is not None:
+        parts.append(f"held-out loss {r['val_loss_start']:.4g} -> {r['val_loss']:.4g}")
     if r.get("train_loss") is not None:
         parts.append(f"train loss {r['train_loss']:.4g}")
     parts += figures(r, r["step"] >= 0)
+    if r["step"] < 0:
+        one_shot = [f"{name} {r[key]:.4f}" if key != "one_shot_sqnr_db" else f"SQNR {r[key]:.1f} dB"
+                    for key, name in (("one_shot_val_accuracy", "val accuracy"), ("one_shot_agreement", "agreement"),
+                                      ("one_shot_sqnr_db", "")) if r.get(key) is not None]
+        if one_shot:
+            parts.append("one-shot: " + ", ".join(one_shot))
+        if r.get("val_source"):
+            parts.append(f"on {r.get('val_samples', '?')} samples ({r['val_source']})")
     for label, branch in (r.get("branches") or {}).items():  # several pinned branches: each one's own
         if figures(branch, r["step"] >= 0):
             parts.append(f"[{label}: {' '.join(figures(branch, r['step'] >= 0))}]")

@@ -98,5 +98,6 @@ def job_dict(job) -> dict:
     if job.verification is not None:
         out["verification"] = {"tensors_in_codebook": job.verification.checked_tensors,
                                "run_shapes": job.verification.run_shapes,
+                               "ran_on_samples": job.verification.ran_on_samples,
                                "fidelity": job.verification.fidelity.__dict__ if job.verification.fidelity else None}
     return out

@@ -32,12 +32,16 @@ def print_quantize_job(job, verbose: bool = False) -> None:
         click.echo("verification skipped (--no-verify)")
         return
     v = job.verification
-    ran = f"ONNX Runtime ran it on random inputs {v.run_shapes}" if v.run_shapes else \
-        ("the float model rejects random inputs, so the random-input run was skipped (give --val samples, "
+    ran = ran_text(v) if v.run_shapes else \
+        ("the float model rejects random inputs, so the ONNX Runtime run was skipped (give --val samples, "
          "or --pin an input such as a sample rate)")
     click.echo(f"verified: onnx.checker ok, {v.checked_tensors} tensors in their codebook, {ran}")
     if v.fidelity:
         print_fidelity(v.fidelity)
+
+
+def ran_text(v) -> str:
+    return f"ONNX Runtime ran it on {'the first samples' if v.ran_on_samples else 'random inputs'} {v.run_shapes}"
 
 
 def print_fidelity(f) -> None:
@@ -61,18 +65,52 @@ def summary_table(records: list[dict]) -> str:
     rows = []
     for r in records:
         rows.append(["float" if r["step"] < 0 else str(r["step"] + 1), f"{r['sigma']:g}", f"{r.get('quantized', 0):.3f}",
+                     lr_cell(r),
                      "-" if r.get("train_loss") is None else f"{r['train_loss']:.4g}",
                      "-" if r.get("val_accuracy") is None else f"{r['val_accuracy']:.4f}",
                      "-" if r.get("agreement") is None else f"{r['agreement']:.4f}",
                      "-" if r.get("sqnr_db") is None else f"{r['sqnr_db']:.1f}", f"{r.get('seconds', 0):.1f}"])
-    return format_table(rows, ["step", "sigma", "quantized", "train loss", "val acc", "agreement", "SQNR dB", "seconds"])
+    return format_table(rows, ["step", "sigma", "quantized", "lr", "train loss", "val acc", "agreement", "SQNR dB",
+                               "seconds"])
+
+
+def lr_cell(r: dict) -> str:
+    """The rate the step started with, and the one kept when the guard retried it."""
+    if r.get("lr") is None:
+        return "-"
+    text = f"{r['lr']:.3g}"
+    if r.get("tries"):
+        kept = r.get("kept")
+        text += " -> " + ("start" if kept is None else f"{r['tries'][kept]['lr']:.3g}") + f" ({len(r['tries'])} tries)"
+    return text
+
+
+def run_notes(records: list[dict]) -> list[str]:
+    """What a reader of the table needs besides it: how the rate was chosen, what the validation
+    figures are on, and whether retraining ended below one-shot rounding."""
+    from inq_onnx.train.evaluate import below_one_shot
+    from inq_onnx_cli.progress import describe_search
+
+    notes = []
+    float_record = next((r for r in records if r["step"] < 0), None)
+    if float_record and float_record.get("val_source"):
+        count = float_record.get("val_samples", "?")
+        notes.append(f"validation figures on {count} samples ({float_record['val_source']})")
+    notes += [f"step {r['step'] + 1}: {describe_search(r['lr_search'])}" for r in records if r.get("lr_search")]
+    verdict = below_one_shot(records)
+    if verdict:
+        notes.append(verdict)
+    return notes
 
 
 def print_inq_job(job) -> None:
     if job.records:
         click.echo(summary_table(job.records))
+        for note in run_notes(job.records):
+            click.echo(note)
     click.echo(f"\nwrote {job.output} and its mask sidecar {job.sidecar.name}; run log in {job.run_dir}/log.jsonl")
     if job.verification is not None:
         v = job.verification
         click.echo(f"verified: onnx.checker ok, {v.checked_tensors} tensors in their codebook"
-                   + (f", ONNX Runtime ran it on random inputs {v.run_shapes}" if v.run_shapes else ""))
+                   + (f", {ran_text(v)}" if v.run_shapes else ", the ONNX Runtime run was skipped (the float model "
+                      "rejects random inputs and the samples)"))

@@ -9,7 +9,7 @@ import click
 from inq_onnx.errors import InqError
 from inq_onnx.train.loop import read_log
 from inq_onnx_cli.common import verbosity_options
-from inq_onnx_cli.render import summary_table
+from inq_onnx_cli.render import run_notes, summary_table
 
 
 @click.command("report")
@@ -28,6 +28,8 @@ def report_command(run_dir, plot):
     if not records:
         raise InqError(f"{run_dir} holds no run log (log.jsonl)", "give the --run-dir of a quantize --data run")
     click.echo(summary_table(records))
+    for note in run_notes(records):
+        click.echo(note)
     if plot:
         from inq_onnx_cli.plot import plot_run
 

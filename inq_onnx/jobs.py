@@ -162,7 +162,9 @@ def inq_file(model_path: str | os.PathLike, output: str | os.PathLike | None, in
                          teacher=teacher_model, on_event=on_event)
         save_model(result.model, out, external_data=source.external_data, source=source, keep_data=False)
         side = write_sidecar(sidecar_path(out), load_checkpoint(runs).sidecar)
-        reports = [verify(out, reference=source.path or model, pins=pins) for pins in combos] if check else [None]
+        run_on = val_samples if val_samples is not None else train
+        reports = [verify(out, reference=source.path or model, pins=pins, run_on=samples)
+                   for pins, samples in zip(combos, run_on)] if check else [None]
         report = reports[0]
         if compact:
             compact_output(out)

@@ -1,10 +1,12 @@
-"""Run a model in ONNX Runtime on random inputs, in a child process.
+"""Run a model in ONNX Runtime on real samples or random inputs, in a child process.
 
 ONNX Runtime can kill the whole process on shapes a model was not made for (SIGFPE in the
 PP-OCR classifier on 1x1 images), so each try runs in a fresh interpreter. The child prints one
 JSON line per stage; a stage that never reports tells the parent where the crash happened.
+Samples, when given, come first: a model that one-shot rounding breaks is often one that rejects
+random inputs (silero's sample rate, a detector's image size), and it must still be run.
 
-Child usage: ``python -m inq_onnx.smoke MODEL [REFERENCE] --free-dim N``.
+Child usage: ``python -m inq_onnx.smoke MODEL [REFERENCE] --free-dim N [--feeds FEEDS.npz]``.
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ TIMEOUT_S = 600
 
 
 def smoke_run(model: onnx.ModelProto | str | os.PathLike, reference: onnx.ModelProto | str | os.PathLike | None = None,
-              pins: dict | None = None) -> dict[str, list[int]]:
-    """Input shapes on which the reference ran and ``model`` ran with finite outputs.
+              pins: dict | None = None,
+              feeds: dict[str, np.ndarray] | None = None) -> tuple[dict[str, list[int]], bool]:
+    """Input shapes on which the reference ran and ``model`` ran with finite outputs, and whether
+    they were ``feeds`` (real samples, with ``pins``: tried first when given) or random inputs.
 
     Models are in memory (saved to a temporary folder for the child) or paths (read there).
 
-    Returns {} when the reference rejects every candidate shape (nothing to compare).
+    Returns {} when the reference rejects every candidate (nothing to compare).
     Raises VerificationError when the quantized model fails where the float one runs.
     """
     with tempfile.TemporaryDirectory(prefix="inq-smoke-") as tmp:
@@ -42,20 +46,25 @@ def smoke_run(model: onnx.ModelProto | str | os.PathLike, reference: onnx.ModelP
         if reference is not None:
             paths.append(save(reference, Path(tmp) / "reference.onnx"))
         last = ""
-        for free_dim in FREE_DIM_CANDIDATES:
-            stages, last = run_child(paths, free_dim, pins or {})
+        feeds_path = None
+        if feeds:
+            feeds_path = Path(tmp) / "feeds.npz"
+            np.savez(feeds_path, **feeds)
+        for free_dim in ((None,) if feeds_path else ()) + FREE_DIM_CANDIDATES:
+            stages, last = run_child(paths, free_dim, pins or {}, feeds_path if free_dim is None else None)
             if reference is not None and "reference" not in stages:
                 continue
             if "model" in stages:
-                return stages["model"]["shapes"]
+                return stages["model"]["shapes"], free_dim is None
             if reference is None:
                 continue
             raise VerificationError(f"ONNX Runtime fails to run the quantized model where the float model runs: {last}",
                                     "report it with the model attached; --no-verify skips this check")
     if reference is None:
-        raise VerificationError(f"ONNX Runtime fails to run the model on random inputs: {last}",
+        tried = "the samples or random inputs" if feeds else "random inputs"
+        raise VerificationError(f"ONNX Runtime fails to run the model on {tried}: {last}",
                                 "check the model in ONNX Runtime, or pass --no-verify")
-    return {}
+    return {}, False
 
 
 def save(model: onnx.ModelProto | str | os.PathLike, path: Path) -> str:
@@ -65,9 +74,12 @@ def save(model: onnx.ModelProto | str | os.PathLike, path: Path) -> str:
     return str(save_model(model, path, keep_data=True))  # keeps the caller's model whole
 
 
-def run_child(paths: list[str], free_dim: int, pins: dict) -> tuple[dict[str, dict], str]:
+def run_child(paths: list[str], free_dim: int | None, pins: dict,
+              feeds: Path | None = None) -> tuple[dict[str, dict], str]:
     pinned = json.dumps({k: np.asarray(v).tolist() for k, v in pins.items()})
-    cmd = [sys.executable, "-m", "inq_onnx.smoke", *paths, "--free-dim", str(free_dim), "--pins", pinned]
+    cmd = [sys.executable, "-m", "inq_onnx.smoke", *paths, "--free-dim", str(free_dim or 1), "--pins", pinned]
+    if feeds is not None:
+        cmd += ["--feeds", str(feeds)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
     stages = {}
     for line in proc.stdout.splitlines():
@@ -80,12 +92,15 @@ def run_child(paths: list[str], free_dim: int, pins: dict) -> tuple[dict[str, di
     return {k: v for k, v in stages.items() if "error" not in v}, failure
 
 
-def child(model_path: str, reference_path: str | None, free_dim: int, pins: dict) -> None:
+def child(model_path: str, reference_path: str | None, free_dim: int, pins: dict, feeds_path: str | None = None) -> None:
     from inq_onnx.runtime import first_line, session
     from inq_onnx.verify import synthetic_feeds
 
     model = onnx.load(model_path, load_external_data=False)  # the input specs are enough
     feeds = synthetic_feeds(model, free_dim)
+    if feeds_path:
+        with np.load(feeds_path) as given:
+            feeds.update({k: given[k] for k in given.files if k in feeds})
     feeds.update({k: np.asarray(v, feeds[k].dtype) for k, v in pins.items() if k in feeds})
     shapes = {k: list(v.shape) for k, v in feeds.items()}
     expected = None
@@ -117,5 +132,7 @@ if __name__ == "__main__":
     parser.add_argument("paths", nargs="+")
     parser.add_argument("--free-dim", type=int, default=1)
     parser.add_argument("--pins", default="{}")
+    parser.add_argument("--feeds")
     args = parser.parse_args()
-    child(args.paths[0], args.paths[1] if len(args.paths) > 1 else None, args.free_dim, json.loads(args.pins))
+    child(args.paths[0], args.paths[1] if len(args.paths) > 1 else None, args.free_dim, json.loads(args.pins),
+          args.feeds)

@@ -41,8 +41,9 @@ class Fidelity:
 class VerifyReport:
     checked_tensors: int
     run_shapes: dict[str, list[int]] = field(default_factory=dict)
-    """Random-input shapes ONNX Runtime ran; empty when the float model rejects random inputs."""
+    """Input shapes ONNX Runtime ran; empty when the float model rejects every input tried."""
     fidelity: Fidelity | None = None
+    ran_on_samples: bool = False  # the run was on real samples (else random inputs)
 
 
 def off_codebook(model: onnx.ModelProto, base_dir: str | os.PathLike | None = None) -> list[tuple[str, int]]:
@@ -92,11 +93,12 @@ def synthetic_feeds(model: onnx.ModelProto, free_dim: int, seed: int = 0) -> dic
     return feeds
 
 
-def fidelity(reference: ModelLike, model: ModelLike, samples: Samples, *, limit: int = 512,
+def fidelity(reference: ModelLike, model: ModelLike, samples: Samples, *, limit: int | None = None,
              batch_size: int = 64, pins: dict | None = None) -> Fidelity:
-    """Agreement of the quantized model with the float one on real samples (``pins``: inputs
-    fed the same fixed value every time, such as a sample rate). The models (in memory or
-    paths) run one after the other, so that only one is loaded in ONNX Runtime at a time."""
+    """Agreement of the quantized model with the float one on real samples, every one of them
+    (``limit``: the first ``limit`` only; a class-sorted file's first samples are a few classes;
+    ``pins``: inputs fed the same fixed value every time, such as a sample rate). The models (in
+    memory or paths) run one after the other, so that only one is loaded in ONNX Runtime at a time."""
     ref_sess = session(as_source(reference))
     index = first_float_output(ref_sess)
     ref = outputs(ref_sess, index, samples, batch_size, limit, pins)
@@ -125,9 +127,19 @@ def first_float_output(sess) -> int:
     raise VerificationError("the model has no float output to compare", "fidelity needs a float output")
 
 
+def run_feeds(model: onnx.ModelProto, samples: Samples) -> dict[str, np.ndarray] | None:
+    """The first sample(s) as feeds for the ORT run: one, or as many as a fixed batch dim asks."""
+    specs = [spec for spec in input_specs(model) if spec.name in samples.inputs]
+    fixed = [spec.shape[spec.sample_axis] for spec in specs if spec.shape and spec.shape[spec.sample_axis]]
+    count = max(fixed, default=1)
+    return samples.batch(0, count) if specs and len(samples) >= count else None
+
+
 def verify(model: ModelLike, *, reference: ModelLike | None = None, samples: Samples | None = None,
-           pins: dict | None = None) -> VerifyReport:
-    """All checks; raises VerificationError on the first failure.
+           pins: dict | None = None, run_on: Samples | None = None) -> VerifyReport:
+    """All checks; raises VerificationError on the first failure. ONNX Runtime runs the model on
+    ``run_on`` (default ``samples``; the first one or few), else on random inputs; ``samples``
+    also give the fidelity against ``reference``.
 
     ``model`` and ``reference`` are in-memory models or paths. A path is checked from the file:
     its tensors are read one at a time and ONNX Runtime loads the file itself, so verifying a
@@ -146,7 +158,9 @@ def verify(model: ModelLike, *, reference: ModelLike | None = None, samples: Sam
         raise VerificationError(f"{count} values of '{name}' are not in its codebook ({len(offenders)} tensors affected)",
                                 "quantize the model again; a frozen weight may have been changed by another tool")
     stamp = quantized_tensors(model)
+    run_on = run_on if run_on is not None else samples
+    feeds = run_feeds(model, run_on) if run_on is not None else None
     model = path or model
-    shapes = smoke_run(model, reference, pins)
+    shapes, on_samples = smoke_run(model, reference, pins, feeds)
     fid = fidelity(reference, model, samples, pins=pins) if samples is not None and reference is not None else None
-    return VerifyReport(len(stamp[1]) if stamp else 0, shapes, fid)
+    return VerifyReport(len(stamp[1]) if stamp else 0, shapes, fid, on_samples)

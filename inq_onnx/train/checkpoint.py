@@ -45,6 +45,9 @@ class Progress:
     loss_count: int = 0
     branch: int = 0  # index of the branch being retrained; the ones before it are done
     branch_losses: tuple = ()  # (loss sum, batch count) of each finished branch of the step
+    lr: float | None = None  # the run's learning rate, once searched (or lowered by the step guard)
+    guard: dict | None = None  # the step guard's state within a step (lr_search.GuardState.as_dict())
+    branch_entries: tuple = ()  # what each finished branch of the step logs (its rate, tries, search)
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class Checkpoint:
     sidecar: Sidecar
     progress: Progress
     optimizer: dict[str, np.ndarray | float] | None
+    arrays: dict[str, np.ndarray] | None = None  # within a step: its start, for the guard's rollback
 
 
 def fsync_dir(path: Path) -> None:
@@ -75,6 +79,8 @@ def save_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> Path:
         arrays = {k: v for k, v in checkpoint.optimizer.items() if isinstance(v, np.ndarray)}
         floats = {k: repr(float(v)) for k, v in checkpoint.optimizer.items() if not isinstance(v, np.ndarray)}
         save_file(arrays, str(tmp / "optimizer.safetensors"), metadata=floats)
+    if checkpoint.arrays:
+        save_file(dict(checkpoint.arrays), str(tmp / "step.safetensors"))
     (tmp / "progress.json").write_text(json.dumps({"format": FORMAT, **asdict(checkpoint.progress)}))
     for f in tmp.iterdir():
         fsync_file(f)
@@ -127,6 +133,7 @@ def load_checkpoint(run_dir: Path) -> Checkpoint | None:
         if progress.pop("format") != FORMAT:
             raise ValueError("unknown checkpoint format")
         progress["branch_losses"] = tuple(tuple(pair) for pair in progress.get("branch_losses", ()))
+        progress["branch_entries"] = tuple(progress.get("branch_entries", ()))
         model = onnx.load(str(folder / "model.onnx"))
         sidecar = read_sidecar(folder / "model.inq.safetensors")
         optimizer = None
@@ -136,7 +143,8 @@ def load_checkpoint(run_dir: Path) -> Checkpoint | None:
 
             with safe_open(str(folder / "optimizer.safetensors"), "numpy") as f:
                 optimizer.update({k: float(v) for k, v in (f.metadata() or {}).items()})
+        arrays = dict(load_file(str(folder / "step.safetensors"))) if (folder / "step.safetensors").exists() else None
     except (OSError, ValueError, KeyError, SidecarError) as e:
         raise SidecarError(f"the checkpoint in {folder} is damaged ({type(e).__name__}: {str(e)[:80]})",
                            f"delete {run_dir} to start the run over") from e
-    return Checkpoint(model, sidecar, Progress(**progress), optimizer)
+    return Checkpoint(model, sidecar, Progress(**progress), optimizer, arrays)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import time
@@ -27,20 +28,36 @@ from inq_onnx.errors import DataError, Interrupted, SidecarError
 from inq_onnx.graph.fingerprint import structure_fingerprint
 from inq_onnx.incremental import InqOptions, check_sidecar, partition_step, quantized_share, start, weight_sites
 from inq_onnx.optim import MaskedAdamW, MaskedSGD
+from inq_onnx.quantize import quantize_model
 from inq_onnx.schedule import LRDecay, LRSchedule
 from inq_onnx.sidecar import check_compatible
 from inq_onnx.train.checkpoint import CURRENT, Checkpoint, Progress, load_checkpoint, save_checkpoint
 from inq_onnx.train.evaluate import evaluate
+from inq_onnx.train.lr_search import (DIVERGED_FACTOR, MAX_RETRIES, GuardState, HeldOutLoss, Trial, capped,
+                                      check_candidates, check_updates, choose_lr, step_outcome,
+                                      far_above, grid_for, retry_lr, split_holdout, trial_updates)
 from inq_onnx.train.options import OptimizerChoice, TrainOptions
 from inq_onnx.train.ort_training import require_training
 from inq_onnx.train.params import ParamMap
 from inq_onnx.train.pause import pause_point
-from inq_onnx.train.setup import TrainingSetup, build_setups, check_fits
+from inq_onnx.train.setup import LossNotFinite, TrainingSetup, build_setups, check_fits
 from inq_onnx.train.teacher import check_teacher, is_quantized, teacher_fingerprint
 
 log = logging.getLogger(__name__)
 Event = Callable[[str, dict], None]
 LOG = "log.jsonl"
+TRIAL_STREAM = 1_000_000  # the learning-rate trials' batch order, apart from every step's
+
+
+@dataclass(frozen=True)
+class TryState:
+    """What a checkpoint within a try must hold besides the weights and the optimizer."""
+
+    guard: GuardState
+    arrays: dict
+    run_lr: float | None
+    epochs: int
+    batches: int
 
 
 @dataclass
@@ -84,8 +101,11 @@ def retrain(model: onnx.ModelProto, train: Samples | Sequence[Samples], *, inq: 
         for s in samples:
             if s is not None:
                 check_fits(teacher, s, pinned_values(model, combo))
+    split = [held_out(t, v, options, inq.seed) for t, v in zip(trains, vals)]
+    trains, judges = [s[0] for s in split], [s[1] for s in split]
     setups = build_setups(model, trains, ckpt.sidecar, options, run_dir, teacher)
-    loop = Loop(teacher, setups, inq, options, run_dir, vals, on_event)
+    figures_on = [v if v is not None else j for v, j in zip(vals, judges)]
+    loop = Loop(teacher, setups, inq, options, run_dir, figures_on, on_event, judges=judges)
     return loop.run(ckpt)
 
 
@@ -101,6 +121,23 @@ def per_branch(samples, combos: list[dict], what: str) -> list:
     return samples
 
 
+def held_out(train: Samples, val: Samples | None, options: TrainOptions, seed: int) -> tuple[Samples, Samples]:
+    """(samples to train on, samples that judge the learning rate and each step): --val when it
+    can feed the training graph's loss (labels, same sample shapes; a seeded subset of it when
+    large), else a seeded slice of --data that is not trained on; with too few samples to spare
+    one, the training samples themselves."""
+    needs_labels = train.labels is not None and options.loss.value in ("auto", "cross-entropy")
+    same_shapes = val is not None and all(val.inputs[k].shape[1:] == v.shape[1:] for k, v in train.inputs.items())
+    if same_shapes and (val.labels is not None or not needs_labels):  # the training graph's shapes are fixed
+        return train, capped(val, seed)
+    kept, held = split_holdout(train, min(options.batch_size, len(train)), seed)
+    if held is None:
+        held = capped(train, seed)
+        held = Samples(held.inputs, held.labels, f"the training samples of {train.source} (too few to hold some out)",
+                       held.sample_axes)
+    return kept, held
+
+
 def check_resumable(model, ckpt: Checkpoint, inq: InqOptions, run_options: dict, run_dir: Path) -> None:
     check_compatible(ckpt.sidecar, fingerprint=structure_fingerprint(model), bits=inq.quantize.bits,
                      schedule=inq.schedule, strategy=inq.strategy, seed=inq.seed, source=str(run_dir))
@@ -113,21 +150,30 @@ def check_resumable(model, ckpt: Checkpoint, inq: InqOptions, run_options: dict,
 
 class Loop:
     """Algorithm 1 over one or several branches (training copies, one per pinned combination):
-    at each step every branch is retrained in turn (``train_branch``, with ``self.setup`` and
-    ``self.val`` its own); one partition and one mask sidecar cover the whole file."""
+    at each step every branch is retrained in turn (``train_branch``, with ``self.setup``,
+    ``self.val`` and ``self.heldout`` its own) under the step guard, which rolls a try that goes
+    wrong back to the branch's start and retries it with a lower rate (lr_search); one
+    partition and one mask sidecar cover the whole file."""
 
-    def __init__(self, reference, setups: list[TrainingSetup], inq, options: TrainOptions, run_dir, vals, on_event):
+    def __init__(self, reference, setups: list[TrainingSetup], inq, options: TrainOptions, run_dir, vals, on_event, *,
+                 judges: list[Samples | None] | None = None):
         self.reference, self.setups, self.inq, self.options = reference, setups, inq, options
         self.run_dir, self.vals, self.on_event = run_dir, vals, on_event
-        self.branch, self.setup, self.val = 0, setups[0], vals[0]
+        judges = judges or [None] * len(setups)
+        self.heldouts = [HeldOutLoss(s, j if j is not None else capped(s.feeder.samples, inq.seed))
+                         for s, j in zip(setups, judges)]
+        self.select(0)
         self.where: dict = {}  # the branch fields of a checkpoint's Progress written within a branch
         self.stop_requested = False
         self.last_save = time.monotonic()
 
+    def select(self, index: int) -> None:
+        self.branch, self.setup, self.val, self.heldout = index, self.setups[index], self.vals[index], self.heldouts[index]
+
     def run(self, ckpt: Checkpoint) -> RunResult:
         resumed = ckpt.optimizer is not None or ckpt.sidecar.step >= 0
         if any(v is not None for v in self.vals) and ckpt.sidecar.step < 0:
-            self.record(-1, 0.0, None, self.validate(self.reference), 0.0)
+            self.record(-1, 0.0, None, self.baseline(), 0.0)
         previous = signal.signal(signal.SIGINT, self.request_stop)
         try:
             while True:
@@ -136,13 +182,25 @@ class Loop:
                         return RunResult(ckpt.model, read_log(self.run_dir), resumed)
                     model, sidecar = partition_step(ckpt.model, ckpt.sidecar)
                     model = self.correct_biases(ckpt.model, model, sidecar)
-                    ckpt = Checkpoint(model, sidecar, Progress(False, options=ckpt.progress.options), None)
+                    progress = Progress(False, options=ckpt.progress.options, lr=ckpt.progress.lr)
+                    ckpt = Checkpoint(model, sidecar, progress, None)
                 ckpt = self.train_step(ckpt)
                 last = ckpt.sidecar.step == len(ckpt.sidecar.schedule) - 1
                 if self.stop_requested and not last:  # Ctrl-C after the step's last batch: its checkpoint is written
                     raise self.interrupted(f"after step {ckpt.sidecar.step + 1}")
         finally:
             signal.signal(signal.SIGINT, previous)
+
+    def baseline(self) -> dict:
+        """The float model's figures, and the one-shot model's (what retraining has to beat)."""
+        started = time.monotonic()
+        figures = self.validate(self.reference)
+        one_shot = quantize_model(self.reference, self.inq.quantize).model
+        figures.update({f"one_shot_{k}": v for k, v in self.validate(one_shot).items()
+                        if k not in ("float_accuracy", "val_samples", "branches")})
+        figures["val_source"] = "; ".join(dict.fromkeys(v.source for v in self.vals if v is not None))
+        log.info("float and one-shot figures in %.1f s", time.monotonic() - started)
+        return figures
 
     def correct_biases(self, before: onnx.ModelProto, after: onnx.ModelProto, sidecar) -> onnx.ModelProto:
         """Bias correction after a partition step (``calibration.correct_step``), trained biases only."""
@@ -171,21 +229,22 @@ class Loop:
         validate every branch and log the step."""
         started = time.monotonic()
         for index in range(ckpt.progress.branch, len(self.setups)):
-            self.branch, self.setup, self.val = index, self.setups[index], self.vals[index]
-            self.where = {"branch": index, "branch_losses": ckpt.progress.branch_losses}
+            self.select(index)
+            self.where = {"branch": index, "branch_losses": ckpt.progress.branch_losses,
+                          "branch_entries": ckpt.progress.branch_entries}
             ckpt = self.train_branch(ckpt)
             if index + 1 < len(self.setups):
                 self.save(ckpt.model, ckpt.sidecar, None, None, ckpt.progress)
         sidecar, progress = ckpt.sidecar, ckpt.progress
         total, count = (sum(p[i] for p in progress.branch_losses) for i in (0, 1))
-        metrics = self.validate(ckpt.model)
+        metrics = {**(progress.branch_entries[-1] if progress.branch_entries else {}), **self.validate(ckpt.model)}
         if len(self.setups) > 1:
-            losses = {branch_label(s.feeder.pins): p[0] / p[1] if p[1] else None
-                      for s, p in zip(self.setups, progress.branch_losses)}
-            metrics = {**metrics, "branch_train_loss": losses}
+            labels = [branch_label(s.feeder.pins) for s in self.setups]
+            metrics["branch_train_loss"] = {k: p[0] / p[1] if p[1] else None for k, p in zip(labels, progress.branch_losses)}
+            metrics["branch_lr"] = dict(zip(labels, progress.branch_entries))
         self.record(sidecar.step, sidecar.schedule[sidecar.step], total / count if count else None, metrics,
                     time.monotonic() - started, share=quantized_share(sidecar))
-        done = Checkpoint(ckpt.model, sidecar, Progress(True, options=progress.options), None)
+        done = Checkpoint(ckpt.model, sidecar, Progress(True, options=progress.options, lr=progress.lr), None)
         self.save(done.model, sidecar, None, None, done.progress)
         return done
 
@@ -204,55 +263,172 @@ class Loop:
         return {**top, "branches": per} if per else {}
 
     def train_branch(self, ckpt: Checkpoint) -> Checkpoint:
+        """Retrain the float part of step ``ckpt.sidecar.step`` in this branch under the guard: a
+        try that goes wrong is rolled back to the branch's start and retried with a lower rate."""
         sidecar, step = ckpt.sidecar, ckpt.sidecar.step
         sigma = sidecar.schedule[step]
+        started = time.monotonic()
         pmap: ParamMap = self.setup.params
         params = pmap.read(ckpt.model)
         self.setup.load(params)
-        optimizer = self.make_optimizer(pmap.trainable(sidecar))
-        if ckpt.optimizer is not None:
-            optimizer.load_state_dict(ckpt.optimizer)
         epochs = 0 if sigma >= 1 else self.options.epochs_for(len(self.setup.feeder.samples))
         batches = self.setup.batches_per_epoch
-        loss_sum, loss_count = ckpt.progress.loss_sum, ckpt.progress.loss_count  # a resumed step keeps its losses
-        epoch, first = ckpt.progress.epoch, ckpt.progress.batch
-        options = ckpt.progress.options
-        lr = LRSchedule(self.options.learning_rate, LRDecay.COSINE)
+        progress = ckpt.progress
         self.emit("step", {"step": step, "sigma": sigma, "epochs": epochs, "batches": batches,
                            "quantized": quantized_share(sidecar), "branch": self.label()})
+        if epochs * batches == 0:
+            return self.finish_step(ckpt, params, None, {}, started)
+        arrays = dict(ckpt.arrays or {})
+        if progress.guard is None:  # the step starts now
+            arrays = {"start": params.copy()}
+            guard = self.start_guard(ckpt, params, step, epochs * batches)
+        else:
+            guard = GuardState.from_dict(progress.guard)
+        optimizer_state, epoch, first = ckpt.optimizer, progress.epoch, progress.batch
+        loss_sum, loss_count = progress.loss_sum, progress.loss_count  # a resumed try keeps its losses
+        while True:
+            optimizer = self.make_optimizer(pmap.trainable(sidecar), guard.lr)
+            if optimizer_state is not None:
+                optimizer.load_state_dict(optimizer_state)
+            state = TryState(guard, arrays, progress.lr, epochs, batches)
+            outcome, loss_sum, loss_count = self.train_try(ckpt, params, optimizer, state, epoch, first, loss_sum,
+                                                           loss_count)
+            end_loss = self.heldout(params) if outcome == "done" else math.inf
+            tried = {"lr": guard.lr, "loss": end_loss if math.isfinite(end_loss) else None,
+                     "train_loss": loss_sum / loss_count if loss_count else None, "outcome": outcome}
+            guard = replace(guard, tries=guard.tries + (tried,))
+            if not far_above(end_loss, guard.start_loss) or len(guard.tries) > MAX_RETRIES:
+                break
+            self.emit("retry", {"step": step, "lr": guard.lr, "loss": tried["loss"], "start_loss": guard.start_loss,
+                                "outcome": outcome, "next_lr": retry_lr(guard.lr)})
+            guard = replace(guard, lr=retry_lr(guard.lr))
+            params[:] = arrays["start"]
+            self.setup.load(params)
+            optimizer_state, epoch, first, loss_sum, loss_count = None, 0, 0, 0.0, 0
+        keep, run_lr, entry = step_outcome(guard)
+        params = arrays["start"] if keep is None else params
+        return self.finish_step(ckpt, params, run_lr, entry, started)
+
+    def start_guard(self, ckpt: Checkpoint, start: np.ndarray, step: int, step_updates: int) -> GuardState:
+        """The step's held-out loss at its start, and its rate: --lr (or what the guard lowered
+        it to), else a search at the first step and a check against a larger rate at later ones."""
+        search, lr = None, ckpt.progress.lr
+        grid = grid_for(self.options.optimizer is OptimizerChoice.ADAMW)
+        if lr is None and self.options.lr is not None:
+            lr = self.options.lr
+        if lr is None:
+            steps_left = sum(1 for s in ckpt.sidecar.schedule[step:] if s < 1)
+            updates = trial_updates(step_updates, steps_left * step_updates, len(grid))
+            lr, search = self.search_lr(ckpt, start, step, grid, updates, "search")
+        elif self.options.lr is None and len(check_candidates(lr, grid)) > 1 and check_updates(step_updates):
+            lr, search = self.search_lr(ckpt, start, step, check_candidates(lr, grid), check_updates(step_updates),
+                                        "check")
+        self.setup.load(start)
+        return GuardState(lr=lr, start_loss=self.heldout(start), search=search)
+
+    def search_lr(self, ckpt: Checkpoint, start: np.ndarray, step: int, grid: tuple[float, ...], updates: int,
+                  kind: str) -> tuple[float, dict]:
+        """Short trials of every rate of ``grid`` from ``start`` (restored after each)."""
+        began = time.monotonic()
+        trials = []
+        for lr in grid:
+            params = start.copy()
+            self.setup.load(params)
+            optimizer = self.make_optimizer(self.setup.params.trainable(ckpt.sidecar), lr)
+            schedule = LRSchedule(lr, LRDecay.COSINE)
+            loss = math.inf
+            try:
+                for n, feeds in enumerate(self.trial_batches(step, updates)):
+                    if self.stop_requested:  # back to the step's start: the search is redone on resume
+                        self.save(ckpt.model, ckpt.sidecar, start, None,
+                                  Progress(False, options=ckpt.progress.options, lr=ckpt.progress.lr, **self.where))
+                        raise self.interrupted(f"in step {step + 1}, while choosing the learning rate")
+                    optimizer.lr = schedule.at(n / updates)
+                    self.setup.step(params, feeds, optimizer)
+                loss = self.heldout(params)
+            except LossNotFinite:
+                pass
+            trials.append(Trial(lr, loss))
+        self.setup.load(start)
+        chosen = choose_lr(trials)
+        search = {"kind": kind, "chosen": chosen, "updates": updates, "trials": [t.as_dict() for t in trials],
+                  "seconds": round(time.monotonic() - began, 2), "judged_on": self.heldout.samples.source}
+        self.emit("lr_search", search)
+        return chosen, search
+
+    def trial_batches(self, step: int, updates: int):
+        """``updates`` batches of a stream of their own (the same for every rate)."""
+        n, epoch = 0, 0
+        while True:
+            for _, feeds in self.setup.feeder.batches(self.setup.batch_size, self.inq.seed, TRIAL_STREAM + step, epoch):
+                if n == updates:
+                    return
+                yield feeds
+                n += 1
+            epoch += 1
+
+    def train_try(self, ckpt: Checkpoint, params: np.ndarray, optimizer, state: "TryState", epoch: int, first: int,
+                  loss_sum: float, loss_count: int) -> tuple[str, float, int]:
+        """One try at the step's epochs from (``epoch``, ``first``): "done", or "diverged" (a
+        non-finite loss, or halfway a held-out loss so far above the start that going on is pointless)."""
+        sidecar, step = ckpt.sidecar, ckpt.sidecar.step
+        options = ckpt.progress.options
+        lr = LRSchedule(state.guard.lr, LRDecay.COSINE)
+        epochs, batches = state.epochs, state.batches
+
+        def progress(e, b):
+            return Progress(False, e, b, options, loss_sum, loss_count, lr=state.run_lr, guard=state.guard.as_dict(),
+                            **self.where)
+
         for epoch in range(epoch, epochs):
             for b, feeds in self.setup.feeder.batches(self.setup.batch_size, self.inq.seed, step, epoch, first):
                 if self.stop_requested:
-                    self.save(ckpt.model, sidecar, params, optimizer,
-                              Progress(False, epoch, b, options, loss_sum, loss_count, **self.where))
+                    self.save(ckpt.model, sidecar, params, optimizer, progress(epoch, b), state.arrays)
                     where = f", branch {self.label()}" if self.label() else ""
                     raise self.interrupted(f"in step {step + 1}{where}, epoch {epoch + 1}, batch {b + 1}")
                 optimizer.lr = lr.at((epoch * batches + b) / max(1, epochs * batches))
-                loss = float(self.setup.step(params, feeds, optimizer))
+                try:
+                    loss = float(self.setup.step(params, feeds, optimizer))
+                except LossNotFinite:
+                    return "diverged", loss_sum, loss_count
                 loss_sum, loss_count = loss_sum + loss, loss_count + 1
                 self.emit("batch", {"epoch": epoch, "batch": b, "loss": loss})
                 if time.monotonic() - self.last_save > 60 * self.options.checkpoint_minutes:
-                    self.save(ckpt.model, sidecar, params, optimizer,
-                              Progress(False, epoch, b + 1, options, loss_sum, loss_count, **self.where))
+                    self.save(ckpt.model, sidecar, params, optimizer, progress(epoch, b + 1), state.arrays)
             first = 0
+            if epoch == (epochs - 1) // 2 < epochs - 1 and far_above(self.heldout(params), state.guard.start_loss,
+                                                                     DIVERGED_FACTOR):
+                return "diverged", loss_sum, loss_count  # halfway and hopeless: the next try starts sooner
+        return "done", loss_sum, loss_count
+
+    def finish_step(self, ckpt: Checkpoint, params: np.ndarray, run_lr: float | None, entry: dict,
+                    started: float) -> Checkpoint:
+        """The branch's trained values into the model; its rate, tries and losses into the progress."""
         model = onnx.ModelProto()
         model.CopyFrom(ckpt.model)
-        pmap.write(model, params)
-        finished = (*self.where["branch_losses"], (loss_sum, loss_count))
-        return Checkpoint(model, sidecar, Progress(False, options=options, branch=self.branch + 1,
-                                                   branch_losses=finished), None)
+        self.setup.params.write(model, params)
+        progress = ckpt.progress
+        train_loss = entry.pop("train_loss", None)
+        if not entry and progress.loss_count:
+            train_loss = progress.loss_sum / progress.loss_count
+        losses = (*self.where["branch_losses"], (train_loss, 1) if train_loss is not None else (0.0, 0))
+        entries = (*self.where["branch_entries"], entry)
+        lr = run_lr if run_lr is not None else progress.lr
+        return Checkpoint(model, ckpt.sidecar, Progress(False, options=progress.options, lr=lr, branch=self.branch + 1,
+                                                        branch_losses=losses, branch_entries=entries), None)
 
-    def make_optimizer(self, trainable: np.ndarray):
+    def make_optimizer(self, trainable: np.ndarray, lr: float):
         o = self.options
         if o.optimizer is OptimizerChoice.ADAMW:
-            return MaskedAdamW(trainable, lr=o.learning_rate, weight_decay=o.weight_decay)
-        return MaskedSGD(trainable, lr=o.learning_rate, momentum=o.momentum, weight_decay=o.weight_decay)
+            return MaskedAdamW(trainable, lr=lr, weight_decay=o.weight_decay)
+        return MaskedSGD(trainable, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
 
-    def save(self, model, sidecar, params, optimizer, progress: Progress) -> None:
+    def save(self, model, sidecar, params, optimizer, progress: Progress, arrays: dict | None = None) -> None:
         if params is not None:
             model = onnx.ModelProto.FromString(model.SerializeToString())
             self.setup.params.write(model, params)
-        save_checkpoint(self.run_dir, Checkpoint(model, sidecar, progress, optimizer.state_dict() if optimizer else None))
+        save_checkpoint(self.run_dir, Checkpoint(model, sidecar, progress, optimizer.state_dict() if optimizer else None,
+                                                 arrays))
         self.last_save = time.monotonic()
 
     def record(self, step, sigma, loss, metrics: dict, seconds: float, share: float = 0.0) -> None:

@@ -46,7 +46,7 @@ class OptimizerChoice(str, enum.Enum):
 @dataclass(frozen=True)
 class TrainOptions:
     epochs_per_step: int | None = None  # None: from the data size (see epochs_for)
-    lr: float | None = None  # None: 1e-3 for SGD (fine-tuning a trained model), 1e-4 for AdamW
+    lr: float | None = None  # None: chosen per model by short trials (train/lr_search.py)
     optimizer: OptimizerChoice = OptimizerChoice.SGD
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -71,10 +71,6 @@ class TrainOptions:
             raise InvalidOptionError(f"learning rate must be positive, got {self.lr}", "pass e.g. --lr 0.01")
         if self.epochs_per_step is not None and self.epochs_per_step < 0:
             raise InvalidOptionError("epochs per step must be >= 0", "pass e.g. --epochs-per-step 2")
-
-    @property
-    def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else (1e-3 if self.optimizer is OptimizerChoice.SGD else 1e-4)
 
     def epochs_for(self, samples: int) -> int:
         """About 2,000 updates per INQ step, between 1 and 8 epochs (the paper: < 8 at 5 bits)."""

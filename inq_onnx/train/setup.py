@@ -26,6 +26,11 @@ from inq_onnx.train.rewrites.gradient_support import blocking, gradient_report
 from inq_onnx.train.rewrites.prepare import prepare_for_training
 from inq_onnx.train.session import TrainingSession
 
+
+class LossNotFinite(TrainingError):
+    """The training loss became NaN or infinite; the step guard rolls the step back."""
+
+
 LOSS_KINDS = {LossChoice.CROSS_ENTROPY: LossKind.CROSS_ENTROPY, LossChoice.DISTILL: LossKind.MSE,
               LossChoice.DISTILL_MSE: LossKind.MSE, LossChoice.DISTILL_KL: LossKind.KL}
 
@@ -46,11 +51,12 @@ class TrainingSetup:
         self.session.set_flat_parameters(params)
 
     def step(self, params: np.ndarray, feeds: list[np.ndarray], optimizer) -> float:
-        """One forward/backward in ORT, then Eq. 8 by our optimizer on ``params`` (in place)."""
+        """One forward/backward in ORT, then Eq. 8 by our optimizer on ``params`` (in place).
+        A non-finite loss raises LossNotFinite before anything is updated."""
         self.session.reset_grad()
         loss = self.session.train_step(*feeds)
         if not np.isfinite(loss):
-            raise TrainingError(f"the training loss became {loss}", "lower the learning rate (--lr)")
+            raise LossNotFinite(f"the training loss became {loss}", "lower the learning rate (--lr)")
         optimizer.step(params, self.params.flatten(self.session.gradients()))
         self.session.set_flat_parameters(params)
         return loss

@@ -81,7 +81,7 @@ def runs(tmp_path_factory):
     both = retrain(model, [samples(1), samples(2)], inq=INQ, options=BOTH, run_dir=folder / "both",
                    val=[samples(1, seed=9), samples(2, seed=9)])
     alone = {v: retrain(model, samples(v), inq=INQ, options=TrainOptions(**{**BOTH.__dict__, "pins": {"sel": v}}),
-                        run_dir=folder / f"alone{v}") for v in (1, 2)}
+                        run_dir=folder / f"alone{v}", val=samples(v, seed=9)) for v in (1, 2)}
     return model, both, alone, folder
 
 

@@ -127,7 +127,7 @@ def check_finished(out: Path, reference: dict) -> None:
     current = (folder / CURRENT).read_text()
     assert sorted(p.name for p in folder.iterdir()) == sorted([CURRENT, "artifacts", current, "log.jsonl"])
     assert not [p.name for p in (folder / "artifacts").iterdir() if p.name.startswith(".")]  # no killed build's work
-    assert [r["step"] for r in read_log(folder)] == [0, 1, 2]
+    assert [r["step"] for r in read_log(folder)] == [-1, 0, 1, 2]  # -1: float and one-shot figures
 
 
 def kill_and_resume(data: Path, out: Path, reference: dict, pauses: list[str], extra: list[str]) -> str:
@@ -163,7 +163,7 @@ def test_killed_mid_epoch_resumes_to_identical_weights(data, reference, tmp_path
     (["checkpoint-write:5"], EVERY_BATCH, "in step 1, epoch 1, batch 5"),  # 5th save half written
     (["checkpoint-commit:5"], EVERY_BATCH, "in step 1, epoch 1, batch 5"),  # renamed, CURRENT not yet
     (["checkpoint-write:1"], [], None),  # the first step's checkpoint half written: start over
-    (["record:2"], [], "after step 1"),  # step 2 logged, its checkpoint not written: logged twice
+    (["record:3"], [], "after step 1"),  # step 2 logged (record 1: float), its checkpoint not written: logged twice
     (["batch:60", "artifacts"], [], "after step 1"),  # then killed while the resumed run builds artifacts
     (["batch:30", "checkpoint-write:2", "checkpoint-commit:3", "batch:40"], EVERY_BATCH, "in step 2"),
 ], ids=["mid-step", "checkpoint-write", "checkpoint-commit", "first-checkpoint", "after-record", "artifacts", "chain"])

@@ -1,0 +1,39 @@
+"""What a user sees of the learning-rate search, the held-out slice and the step guard."""
+
+import numpy as np
+
+from tests.cli.test_cli import run
+from tests.conftest import FIXTURE
+
+
+def test_a_default_run_says_how_the_rate_was_chosen_and_what_the_figures_are_on(tmp_path):
+    digits = np.load(FIXTURE.parent / "digits.npz")
+    train = tmp_path / "train.npz"
+    np.savez(train, input=digits["x_train"].astype(np.float32) / 16.0, labels=digits["y_train"])
+    out = tmp_path / "q.onnx"
+    proc = run("quantize", FIXTURE, "--bits", "4", "--schedule", "0.5,1", "--epochs-per-step", "1", "--data", train,
+               "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "learning rate" in proc.stderr and "chosen from 5 trials" in proc.stderr
+    assert "one-shot: val accuracy" in proc.stderr
+    assert "validation figures on 144 samples (144 samples held out of" in proc.stdout
+    assert "ONNX Runtime ran it on the first samples" in proc.stdout
+    report = run("report", f"{out}.inq-run")
+    assert report.returncode == 0, report.stderr
+    assert " lr " in report.stdout.splitlines()[0] and "chosen from 5 trials" in report.stdout
+
+
+def test_a_rolled_back_step_is_shown(tmp_path):
+    from inq_onnx_cli.progress import describe_retry
+    from inq_onnx_cli.render import lr_cell, run_notes
+
+    assert "rose from 0.2 to 0.9 with lr 0.03: rolled back, retrying with lr 0.01" in describe_retry(
+        {"step": 0, "lr": 0.03, "loss": 0.9, "start_loss": 0.2, "outcome": "done", "next_lr": 0.01})
+    assert "NaN or infinite" in describe_retry({"step": 0, "lr": 0.03, "loss": None, "start_loss": 0.2,
+                                                "outcome": "diverged", "next_lr": 0.01})
+    record = {"step": 0, "lr": 0.03, "tries": [{"lr": 0.03, "loss": None}, {"lr": 0.01, "loss": 0.1}], "kept": 1}
+    assert lr_cell(record) == "0.03 -> 0.01 (2 tries)"
+    assert lr_cell({**record, "kept": None}) == "0.03 -> start (2 tries)"
+    notes = run_notes([{"step": -1, "one_shot_val_accuracy": 0.9, "val_samples": 100, "val_source": "val.npz"},
+                       {**record, "val_accuracy": 0.8}])
+    assert notes[0] == "validation figures on 100 samples (val.npz)" and "BELOW one-shot" in notes[-1]
