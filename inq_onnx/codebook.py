@@ -136,8 +136,8 @@ def quantize(w: np.ndarray, codebook: Codebook) -> np.ndarray:
             k = (magnitude >> np.uint32(23)).astype(np.int32) - 127 + (magnitude & np.uint32(0x7FFFFF) >= 0x400000)
             k = np.clip(k, n2.astype(np.int32), codebook.n1.astype(np.int32))
             out = ((k + 127).astype(np.uint32) << np.uint32(23)) | (bits & np.uint32(0x80000000))
-            out[magnitude < ((n2 - 1 + 127).astype(np.uint32) << np.uint32(23))] = 0
-            return out.view(np.float32)
+            zero = magnitude < ((n2 - 1 + 127).astype(np.uint32) << np.uint32(23))
+            return np.where(zero, np.uint32(0), out).astype(np.uint32).view(np.float32)
     sign, k = round_exponents(w, codebook)
     return (sign * np.ldexp(1.0, k)).astype(w.dtype)
 

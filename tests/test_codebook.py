@@ -131,3 +131,6 @@ def test_float32_rounding_is_bit_identical_to_the_float64_path(bits, axes):
         fast = codebook.quantize(sample, book)
         slow = codebook.quantize(sample.astype(np.float64), book).astype(np.float32)
         assert fast.dtype == np.float32 and fast.view(np.uint32).tolist() == slow.view(np.uint32).tolist()
+    scalar = np.array(-0.3, np.float32)  # a 0-d weight
+    book = codebook.make_codebook(scalar, bits)
+    assert codebook.quantize(scalar, book).shape == () and float(codebook.quantize(scalar, book)) == -0.25
