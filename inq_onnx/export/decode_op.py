@@ -15,10 +15,10 @@ The graph then splits ``indices`` per weight and gathers each weight's values fr
 multiplied by its 2^n2 (``layout``). Fields of 8 or 16 bits are the stream's elements: the
 indices are the elements. Otherwise a MatMul of each group's bytes with a [group_bytes, fields]
 matrix of powers of two gives every field's 24-bit window over 2^shift; a Cast to int32 (which
-truncates) and Mod 2^width keep the field. Only ops whose signature is the same from opset 11 to 21 are used; every integer step is
-exact in float32 (below 2^24) and every value a power of two times a power of two, so weights come
-out bit for bit. The
-inputs are constants: ONNX Runtime folds all of it once, at session creation.
+truncates) and Mod 2^width keep the field. Only ops whose signature is the same from opset 11 to
+21 are used; every integer step is exact in float32 (below 2^24) and every value a power of two
+times a power of two, so weights come out bit for bit. The inputs are constants: ONNX Runtime
+folds all of it once, at session creation.
 """
 
 from __future__ import annotations
@@ -131,7 +131,8 @@ def _indices(f: _Body, layout: Fields) -> None:
         f.op("Cast", ["packed"], "indices", to=TensorProto.INT32)
         return
     rows = f.op("Reshape", ["packed", f.const("pshape", np.array([-1, layout.group_bytes], I64))], "rows")
-    windows = f.op("MatMul", [f.op("Cast", [rows], "pf", to=TensorProto.FLOAT), f.const("window", window_matrix(layout))], "w")
+    as_float = f.op("Cast", [rows], "pf", to=TensorProto.FLOAT)
+    windows = f.op("MatMul", [as_float, f.const("window", window_matrix(layout))], "w")
     whole = f.op("Cast", [windows], "wi", to=TensorProto.INT32)  # truncation: floor, as windows >= 0
     f.op("Mod", [whole, f.const("wmod", np.int32(1 << layout.width))], "indices")
 
