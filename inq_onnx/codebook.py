@@ -125,6 +125,19 @@ def quantize(w: np.ndarray, codebook: Codebook) -> np.ndarray:
     A power of two the dtype cannot hold (float16 below 2^-24) is stored as zero.
     """
     w = np.asarray(w)
+    n2 = codebook.n2
+    if w.dtype == np.float32 and w.size and int(n2.min()) - 1 >= -126:
+        # The same Eq. 4 on float32's bit pattern (no float64 copy): for a normal |w| with
+        # exponent field E and mantissa field M, floor(log2(4|w|/3)) = E - 127 + (M >= 2^22), and
+        # |w| < 2^(n2-1) compares as the bit patterns do. Subnormals take the float64 path below.
+        bits = w.view(np.uint32)
+        magnitude = bits & np.uint32(0x7FFFFFFF)
+        if not np.any((magnitude != 0) & (magnitude < np.uint32(0x00800000))):
+            k = (magnitude >> np.uint32(23)).astype(np.int32) - 127 + (magnitude & np.uint32(0x7FFFFF) >= 0x400000)
+            k = np.clip(k, n2.astype(np.int32), codebook.n1.astype(np.int32))
+            out = ((k + 127).astype(np.uint32) << np.uint32(23)) | (bits & np.uint32(0x80000000))
+            zero = magnitude < ((n2 - 1 + 127).astype(np.uint32) << np.uint32(23))
+            return np.where(zero, np.uint32(0), out).astype(np.uint32).view(np.float32)
     sign, k = round_exponents(w, codebook)
     return (sign * np.ldexp(1.0, k)).astype(w.dtype)
 

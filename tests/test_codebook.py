@@ -110,3 +110,27 @@ def test_float16_keeps_dtype_and_values():
     w = np.array([0.3, -0.01, 2.0], np.float16)
     q = codebook.quantize(w, codebook.make_codebook(w, 5))
     assert q.dtype == np.float16 and q.tolist() == [0.25, -0.015625, 2.0]  # n2 = -6: 0.01 >= 2^-7 rounds up to 2^-6
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+@pytest.mark.parametrize("axes", [(), (0,)])
+def test_float32_rounding_is_bit_identical_to_the_float64_path(bits, axes):
+    """quantize rounds float32 on its bit pattern; the float64 frexp path must give the same bits,
+    on midpoints, clamps, tiny values, signed zeros and subnormals (which take the float64 path)."""
+    rng = np.random.default_rng(bits)
+    w = (rng.standard_normal((64, 300)) * np.exp2(rng.integers(-20, 20, size=(64, 1)))).astype(np.float32)
+    top = np.max(np.abs(w))
+    n2 = int(codebook.compute_n1(w).reshape(())) + 1 - codebook.levels_per_sign(bits)
+    half = 2.0 ** (n2 - 1)  # the midpoint between 0 and 2^n2: goes up
+    edges = [0.0, -0.0, top, -top, 1.5 * 2.0 ** np.floor(np.log2(top)), 0.75 * 2.0 ** -3,
+             3 * 2.0 ** -9, half, -half, np.nextafter(np.float32(half), np.float32(0)), 1.5 * 2.0 ** n2]
+    w[0, :len(edges)] = np.array(edges, np.float32)
+    w[1, :2] = np.array([1e-45, -1e-40], np.float32)  # subnormals
+    for sample in (w, np.delete(w, 1, axis=0)):  # with subnormals (float64 path) and without
+        book = codebook.make_codebook(sample, bits, axes)
+        fast = codebook.quantize(sample, book)
+        slow = codebook.quantize(sample.astype(np.float64), book).astype(np.float32)
+        assert fast.dtype == np.float32 and fast.view(np.uint32).tolist() == slow.view(np.uint32).tolist()
+    scalar = np.array(-0.3, np.float32)  # a 0-d weight
+    book = codebook.make_codebook(scalar, bits)
+    assert codebook.quantize(scalar, book).shape == () and float(codebook.quantize(scalar, book)) == -0.25

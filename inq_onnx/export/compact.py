@@ -22,6 +22,7 @@ from onnx import helper
 
 from inq_onnx.errors import ExportError
 from inq_onnx.export import decode_op, layout
+from inq_onnx.export.packing import Fields
 from inq_onnx.export.sites import (COMPACT_KEY, Outcome, dtype_name, encode_listed, is_compact,
                                    listed_sites, refuse_or_keep)
 from inq_onnx.graph.io import PROTOBUF_LIMIT
@@ -83,9 +84,10 @@ def to_compact(model: onnx.ModelProto, *, allow_float: bool = False,
     by_graph: dict[tuple, list[Outcome]] = defaultdict(list)
     for outcome in done:
         by_graph[outcome.listed.site.graph_path].append(outcome)
+    layouts = set()
     for path in sorted(by_graph, key=len, reverse=True):  # children first: parents' node indices stay valid
-        layout.rewrite_graph(get_graph(out, path), by_graph[path], fresh, opset, in_subgraph=bool(path))
-    notes = finish(out, original_ir, {o.listed.bits for o in done}, opset, fresh.prefix)
+        layouts |= layout.rewrite_graph(get_graph(out, path), by_graph[path], fresh, opset, in_subgraph=bool(path))
+    notes = finish(out, original_ir, layouts, opset, fresh.prefix)
     check(out)
     tensors = tuple(CompactTensor(o.listed.site.name, o.listed.site.describe(), o.listed.bits, o.encoded.shape,
                                   dtype_name(o.data_type), not o.encoded.uniform,
@@ -98,11 +100,11 @@ def drop_values(proto: onnx.TensorProto) -> None:
         proto.ClearField(field_name)
 
 
-def finish(out: onnx.ModelProto, original_ir: int, widths: set[int], opset: int, prefix: str) -> list[str]:
+def finish(out: onnx.ModelProto, original_ir: int, widths: set[Fields], opset: int, prefix: str) -> list[str]:
     """Add the decode functions, the domain, the IR version they need and the compact stamp."""
     notes = []
-    for bits in sorted(widths):
-        out.functions.append(decode_op.unpack_function(bits, opset))
+    for fields in sorted(widths, key=lambda f: (f.bits, f.m)):
+        out.functions.append(decode_op.unpack_function(fields, opset))
     if widths:
         out.opset_import.append(helper.make_opsetid(decode_op.DOMAIN, decode_op.DOMAIN_VERSION))
     if widths and out.ir_version < FUNCTIONS_IR_VERSION:

@@ -1,20 +1,24 @@
 """The unpack operator of the compact format: an ONNX model-local function of standard ops.
 
 ``inq_onnx.Unpack{b}(packed) -> (indices, table)`` reads a stream of b-bit codes field by field
-(``packing.Fields``: m codes per field, a field never spans more than two bytes):
+(``packing.Fields``: m codes per field, a field never spans more than three bytes); the narrow
+layout of b bits is ``Unpack{b}``, any other ``Unpack{b}x{m}`` (the wide one of big streams):
 
-* ``packed`` uint8: the graph's b-bit segments, one per weight, back to back;
-* ``indices`` int32 [fields]: each field's m codes as one integer y (width = m·b bits);
+* ``packed`` uint8 (uint16 for 16-bit fields: two stream bytes, the first high): the graph's
+  b-bit segments, one per weight, back to back;
+* ``indices`` int32 [fields] (8- and 16-bit fields) or [groups, fields per group] (others):
+  each field's m codes as one integer y (width = m·b bits);
 * ``table`` float32 [2^width, m]: row y holds the unit values UNITS[u] = sign(c)·2^(|c|-1) of
   the m codes in y (u the b-bit two's complement of code c; 0 for c = 0).
 
 The graph then splits ``indices`` per weight and gathers each weight's values from ``table``
-multiplied by its 2^n2 (``layout``). Fields of b in {2, 4, 8} are whole bytes: the indices are the
-bytes. Otherwise a MatMul of each group's bytes with a [group_bytes, fields] matrix of powers of two
-gives every field's 16-bit window over 2^shift; Floor and Mod 2^width keep the field. Only ops whose
-signature is the same from opset 11 to 21 are used; every integer step is exact in float32 (below
-2^16) and every value a power of two times a power of two, so weights come out bit for bit. The
-inputs are constants: ONNX Runtime folds all of it once, at session creation.
+multiplied by its 2^n2 (``layout``). Fields of 8 or 16 bits are the stream's elements: the
+indices are the elements. Otherwise a MatMul of each group's bytes with a [group_bytes, fields]
+matrix of powers of two gives every field's 24-bit window over 2^shift; a Cast to int32 (which
+truncates) and Mod 2^width keep the field. Only ops whose signature is the same from opset 11 to
+21 are used; every integer step is exact in float32 (below 2^24) and every value a power of two
+times a power of two, so weights come out bit for bit. The inputs are constants: ONNX Runtime
+folds all of it once, at session creation.
 """
 
 from __future__ import annotations
@@ -26,26 +30,41 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from inq_onnx.codebook import check_bits, levels_per_sign
-from inq_onnx.export.packing import Fields, fields_of
+from inq_onnx.export.packing import CODES_PER_FIELD, Fields, fields_of
 
 DOMAIN = "inq_onnx"
-DOMAIN_VERSION = 1
+DOMAIN_VERSION = 2
+"""1: ``indices`` was always flat [fields]; 2: [groups, fields] for fields of other than 8 or 16 bits."""
 MIN_OPSET = 11  # Range
 INPUTS, OUTPUTS = ("packed",), ("indices", "table")
-NAME = re.compile(r"Unpack([2-8])")
+NAME = re.compile(r"Unpack([2-8])(?:x([1-8]))?")
 I64, F32 = np.int64, np.float32
 
 
-def op_type(bits: int) -> str:
-    return f"Unpack{check_bits(bits)}"
+def _layout(layout: Fields | int) -> Fields:
+    return layout if isinstance(layout, Fields) else fields_of(check_bits(layout))
 
 
-def bits_of(name: str) -> int:
-    """The bit-width of an ``Unpack{b}`` op type; ValueError if it is not one."""
+def op_type(layout: Fields | int) -> str:
+    layout = _layout(layout)
+    return f"Unpack{layout.bits}" + (f"x{layout.m}" if layout.m != CODES_PER_FIELD[layout.bits] else "")
+
+
+def layout_of(name: str) -> Fields:
+    """The field layout of an ``Unpack{b}`` / ``Unpack{b}x{m}`` op type; ValueError if it is not one."""
     match = NAME.fullmatch(name)
     if match is None:
         raise ValueError(f"{name!r} is not an unpack op of the {DOMAIN} domain")
-    return int(match.group(1))
+    bits = int(match.group(1))
+    m = int(match.group(2) or CODES_PER_FIELD[bits])
+    if m * bits > 16:
+        raise ValueError(f"{name!r} is not an unpack op of the {DOMAIN} domain (fields of {m * bits} bits)")
+    return Fields(bits, m)
+
+
+def bits_of(name: str) -> int:
+    """The bit-width of an unpack op type; ValueError if it is not one."""
+    return layout_of(name).bits
 
 
 def unit_table(bits: int) -> np.ndarray:
@@ -64,10 +83,10 @@ def window_matrix(layout: Fields) -> np.ndarray:
     m = np.zeros((layout.group_bytes, layout.fields), dtype=F32)
     for t in range(layout.fields):
         a, r = divmod(t * layout.width, 8)
-        shift = 16 - r - layout.width  # of the window bytes[a] · 256 + bytes[a + 1]
-        m[a, t] = np.ldexp(1.0, 8 - shift)
-        if a + 1 < layout.group_bytes:
-            m[a + 1, t] = np.ldexp(1.0, -shift)
+        shift = 24 - r - layout.width  # of the window bytes[a] · 2^16 + bytes[a + 1] · 2^8 + bytes[a + 2]
+        for k in range(3):
+            if a + k < layout.group_bytes:
+                m[a + k, t] = np.ldexp(1.0, 16 - 8 * k - shift)
     return m
 
 
@@ -108,29 +127,31 @@ def _table(f: _Body, layout: Fields) -> None:
 
 
 def _indices(f: _Body, layout: Fields) -> None:
-    if layout.byte_aligned:
+    if layout.whole:
         f.op("Cast", ["packed"], "indices", to=TensorProto.INT32)
         return
-    rows = f.op("Reshape", [f.op("Cast", ["packed"], "pf", to=TensorProto.FLOAT),
-                            f.const("pshape", np.array([-1, layout.group_bytes], I64))], "rows")
-    windows = f.op("MatMul", [rows, f.const("window", window_matrix(layout))], "w")
-    f.op("Reshape", [_low_bits(f, windows, layout.width, "w"), f.const("flat", np.array([-1], I64))], "indices")
+    rows = f.op("Reshape", ["packed", f.const("pshape", np.array([-1, layout.group_bytes], I64))], "rows")
+    as_float = f.op("Cast", [rows], "pf", to=TensorProto.FLOAT)
+    windows = f.op("MatMul", [as_float, f.const("window", window_matrix(layout))], "w")
+    whole = f.op("Cast", [windows], "wi", to=TensorProto.INT32)  # truncation: floor, as windows >= 0
+    f.op("Mod", [whole, f.const("wmod", np.int32(1 << layout.width))], "indices")
 
 
-def unpack_function(bits: int, opset: int) -> onnx.FunctionProto:
-    """The FunctionProto of ``Unpack{bits}`` for a model whose default-domain opset is ``opset``."""
+def unpack_function(layout: Fields | int, opset: int) -> onnx.FunctionProto:
+    """The FunctionProto of the unpack op of ``layout`` (or of a bit-width's narrow layout) for a
+    model whose default-domain opset is ``opset``."""
     if opset < MIN_OPSET:
         raise ValueError(f"the unpack function needs opset {MIN_OPSET} or later, the model has {opset}")
-    layout = fields_of(bits)
+    layout = _layout(layout)
     f = _Body()
     _indices(f, layout)
     _table(f, layout)
-    return helper.make_function(DOMAIN, op_type(bits), list(INPUTS), list(OUTPUTS), f.nodes,
+    return helper.make_function(DOMAIN, op_type(layout), list(INPUTS), list(OUTPUTS), f.nodes,
                                 [helper.make_opsetid("", opset)])
 
 
-def unpack_node(bits: int, packed: str, outputs: list[str]) -> onnx.NodeProto:
-    return helper.make_node(op_type(bits), [packed], outputs, domain=DOMAIN)
+def unpack_node(layout: Fields | int, packed: str, outputs: list[str]) -> onnx.NodeProto:
+    return helper.make_node(op_type(layout), [packed], outputs, domain=DOMAIN)
 
 
 def is_unpack_node(node: onnx.NodeProto) -> bool:

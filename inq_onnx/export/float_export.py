@@ -34,8 +34,9 @@ def decode(model: onnx.ModelProto) -> onnx.ModelProto:
     if paths and stamp is None:
         raise ExportError(f"the model has {decode_op.DOMAIN} nodes but no '{COMPACT_KEY}' metadata",
                           "decode only models written by inq-onnx's compact export")
+    version = next((o.version for o in out.opset_import if o.domain == decode_op.DOMAIN), decode_op.DOMAIN_VERSION)
     for path in sorted(paths, key=len, reverse=True):  # children first: parents' node indices stay valid
-        restore_graph(get_graph(out, path), str(stamp.get("prefix", "inq")))
+        restore_graph(get_graph(out, path), str(stamp.get("prefix", "inq")), version)
     strip_compact(out, stamp)
     return out
 
@@ -60,7 +61,8 @@ def compact_stamp(model: onnx.ModelProto) -> dict | None:
 class Evaluator:
     """Runs the compact format's nodes of one graph in numpy (the ops ``layout`` writes, no more)."""
 
-    def __init__(self, graph: onnx.GraphProto):
+    def __init__(self, graph: onnx.GraphProto, domain_version: int = decode_op.DOMAIN_VERSION):
+        self.flat_indices = domain_version < 2  # version 1 wrote every stream's indices flat
         self.constants = {t.name: ("initializer", t) for t in graph.initializer}
         for node in graph.node:
             attr = constant_value_attr(node)
@@ -80,8 +82,10 @@ class Evaluator:
         args = [self.get(name) for name in node.input]
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if decode_op.is_unpack_node(node):
-            bits = decode_op.bits_of(node.op_type)
-            outs = [packing.field_indices(args[0], bits), packing.field_table(bits, decode_op.unit_table(bits))]
+            layout = decode_op.layout_of(node.op_type)
+            indices = packing.field_indices(args[0], layout)
+            outs = [indices.reshape(-1) if self.flat_indices else indices,
+                    packing.field_table(layout, decode_op.unit_table(layout.bits))]
         elif node.op_type == "Split":
             sizes = args[1] if len(args) > 1 else np.array(attrs["split"])
             outs = np.split(args[0], np.cumsum(sizes)[:-1])
@@ -101,10 +105,10 @@ class Evaluator:
         self.values.update(zip(node.output, outs))
 
 
-def restore_graph(graph: onnx.GraphProto, prefix: str) -> None:
+def restore_graph(graph: onnx.GraphProto, prefix: str, domain_version: int = decode_op.DOMAIN_VERSION) -> None:
     """Evaluate the compact nodes of ``graph``, put each weight back, drop everything of ours."""
     ours = lambda name: name.startswith(prefix + ".")  # noqa: E731
-    evaluator, mine, finals = Evaluator(graph), [], []
+    evaluator, mine, finals = Evaluator(graph, domain_version), [], []
     for index, node in enumerate(graph.node):
         if decode_op.is_unpack_node(node) or any(ours(n) and n in evaluator.values for n in node.input):
             try:

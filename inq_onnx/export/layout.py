@@ -3,8 +3,11 @@
 Per bit-width b, the graph's b-bit weights share one stream of per-weight segments
 (``packing.pack_segment``), unpacked by one call and split per weight:
 
-    G.p (uint8) -> inq_onnx.Unpack{b} -> G.i (int32 field indices), G.t (float32 [2^width, m])
-    G.i -> Split(segment sizes) -> one part per weight
+    G.p (uint8; uint16 for 16-bit fields) -> inq_onnx.Unpack{b}[x{m}] -> G.i (int32 field indices),
+                                                               G.t (float32 [2^width, m])
+    G.i -> Split(segment sizes, in rows of G.i) -> one part per weight
+
+(the field layout, narrow or wide, is chosen per group by ``packing.choose_fields``)
 
 and each weight W gets a short chain ending in W (same name, dtype and shape):
 
@@ -62,36 +65,39 @@ def const_node(name: str, value: onnx.TensorProto) -> onnx.NodeProto:
 
 
 def group_part(members: list[Outcome], bits: int, g: str, opset: int):
-    """(group tensors, nodes, per member: its part, field count and table) of one bit-width.
+    """(group tensors, nodes, per member: its part, field count and table, the field layout) of
+    one bit-width.
 
     Weights with one n2 share a table scaled by 2^n2 (G.tK = G.t · G.xK); per-channel ones use G.t.
     """
-    segments = [packing.pack_segment(o.encoded.stream_codes(), bits) for o in members]
-    counts = [packing.segment_indices(s.size, bits) for s in segments]
+    exponents = sorted({int(o.encoded.n2.reshape(-1)[0]) for o in members if o.encoded.uniform})
+    fields = packing.choose_fields(bits, sum(o.encoded.codes.size for o in members), 1 + len(exponents))
+    segments = [packing.pack_segment(o.encoded.stream_codes(), fields) for o in members]
+    counts = [packing.segment_indices(s.size, fields) for s in segments]
+    rows = [packing.segment_rows(s.size, fields) for s in segments]
     parts = [f"{g}.{k}" for k in range(len(members))]
     tensors = [tensor(np.concatenate(segments), f"{g}.p")]
-    m = packing.fields_of(bits).m
+    m = fields.m
     if any(count * m != o.encoded.codes.size for o, count in zip(members, counts)):  # Slice operands
         tensors += [tensor(np.array([0], np.int64), f"{g}.z"), tensor(np.array([-1], np.int64), f"{g}.f")]
-    nodes = [decode_op.unpack_node(bits, f"{g}.p", [f"{g}.i", f"{g}.t"])]
+    nodes = [decode_op.unpack_node(fields, f"{g}.p", [f"{g}.i", f"{g}.t"])]
     if opset >= SPLIT_INPUT_OPSET:
-        tensors.append(tensor(np.array(counts, np.int64), f"{g}.k"))
+        tensors.append(tensor(np.array(rows, np.int64), f"{g}.k"))
         nodes.append(helper.make_node("Split", [f"{g}.i", f"{g}.k"], parts, axis=0))
     else:
-        nodes.append(helper.make_node("Split", [f"{g}.i"], parts, axis=0, split=counts))
-    exponents = sorted({int(o.encoded.n2.reshape(-1)[0]) for o in members if o.encoded.uniform})
+        nodes.append(helper.make_node("Split", [f"{g}.i"], parts, axis=0, split=rows))
     for k, n2 in enumerate(exponents):
         tensors.append(tensor(np.ldexp(np.float32(1), np.array([n2], np.int32)).astype(np.float32), f"{g}.x{k}"))
         nodes.append(helper.make_node("Mul", [f"{g}.t", f"{g}.x{k}"], [f"{g}.t{k}"]))
     tables = [f"{g}.t{exponents.index(int(o.encoded.n2.reshape(-1)[0]))}" if o.encoded.uniform else f"{g}.t"
               for o in members]
-    return tensors, nodes, list(zip(parts, counts, tables))
+    return tensors, nodes, [(part, count, table, m) for part, count, table in zip(parts, counts, tables)], fields
 
 
-def weight_chain(outcome: Outcome, part: str, fields: int, table: str, g: str, t: str, shape_name: str):
-    """([(value name, tensor)] of the weight's own tensors, chain nodes) that rebuild it from its part."""
+def weight_chain(outcome: Outcome, part: str, fields: int, table: str, m: int, g: str, t: str, shape_name: str):
+    """([(value name, tensor)] of the weight's own tensors, chain nodes) that rebuild it from its
+    part (``fields`` lookups of ``m`` codes)."""
     enc, name = outcome.encoded, outcome.listed.site.name
-    m = packing.fields_of(outcome.listed.bits).m
     tensors = [(f"{t}.s", tensor(np.array(enc.shape, np.int64), shape_name))]
     nodes = [helper.make_node("Gather", [table, part], [f"{t}.v"])]  # axis 0
     source = f"{t}.v"
@@ -129,15 +135,17 @@ def copy_label(source: onnx.NodeProto, target: onnx.NodeProto) -> None:
 
 
 def rewrite_graph(graph: onnx.GraphProto, outcomes: list[Outcome], fresh: FreshNames, opset: int,
-                  in_subgraph: bool) -> None:
-    """Replace the encoded weights of one graph (its subgraphs are left to their own call)."""
+                  in_subgraph: bool) -> set[packing.Fields]:
+    """Replace the encoded weights of one graph (its subgraphs are left to their own call); the
+    field layouts its unpack calls use."""
     by_bits: dict[int, list[Outcome]] = defaultdict(list)
     for outcome in outcomes:
         by_bits[outcome.listed.bits].append(outcome)
-    front, chains = [], {}
+    front, chains, used = [], {}, set()
     for bits, members in by_bits.items():
         g = fresh()
-        tensors, nodes, parts = group_part(members, bits, g, opset)
+        tensors, nodes, parts, fields = group_part(members, bits, g, opset)
+        used.add(fields)
         if in_subgraph:
             front += [const_node(t.name, t) for t in tensors]
         else:
@@ -147,9 +155,9 @@ def rewrite_graph(graph: onnx.GraphProto, outcomes: list[Outcome], fresh: FreshN
     appended = []
     for init in graph.initializer:
         if ("initializer", init.name) in chains:
-            outcome, g, (part, fields, table) = chains[("initializer", init.name)]
+            outcome, g, (part, fields, table, m) = chains[("initializer", init.name)]
             t = fresh()
-            tensors, nodes = weight_chain(outcome, part, fields, table, g, t, f"{t}.s")
+            tensors, nodes = weight_chain(outcome, part, fields, table, m, g, t, f"{t}.s")
             init.CopyFrom(tensors[0][1])  # the weight's place in the list
             appended += [value for _, value in tensors[1:]]
             front += nodes
@@ -158,10 +166,10 @@ def rewrite_graph(graph: onnx.GraphProto, outcomes: list[Outcome], fresh: FreshN
         node = graph.node[index]
         if constant_value_attr(node) is None or ("constant", node.output[0]) not in chains:
             continue
-        outcome, g, (part, fields, table) = chains[("constant", node.output[0])]
+        outcome, g, (part, fields, table, m) = chains[("constant", node.output[0])]
         t = fresh()
         stored = swap_name(constant_value_attr(node).t.name, node.output[0])
-        tensors, nodes = weight_chain(outcome, part, fields, table, g, t, stored)
+        tensors, nodes = weight_chain(outcome, part, fields, table, m, g, t, stored)
         copy_label(node, nodes[-1])
         replacement = [const_node(out, value) for out, value in tensors] + nodes
         node.CopyFrom(replacement[-1])
@@ -169,3 +177,4 @@ def rewrite_graph(graph: onnx.GraphProto, outcomes: list[Outcome], fresh: FreshN
             graph.node.insert(index, extra)
     for extra in reversed(front):
         graph.node.insert(0, extra)
+    return used

@@ -7,8 +7,12 @@ only the last byte may hold padding (zero bits): ``pack_codes`` / ``unpack_codes
 The compact format puts several weights' codes in one stream, one segment each
 (``pack_segment``), and the ONNX function of :mod:`inq_onnx.export.decode_op` reads it in
 fields of m codes (``Fields``), one table lookup per field: ONNX Runtime's constant folding pays
-per lookup, so fields are as wide as a two-byte window allows. ``field_indices`` and
-``field_table`` are that function's numpy reference; the two must change together.
+per lookup, so a big stream is read in wide fields of up to 16 bits (``WIDE_CODES_PER_FIELD``; a
+table of 2^16 rows), a small one in narrow fields of about a byte (``CODES_PER_FIELD``), whose
+table costs less to build than the lookups it saves (``choose_fields``). A field of 8 or 16 bits
+is one element of the stored stream (uint8, or uint16 holding two stream bytes, the first as
+its high byte). ``field_indices`` and ``field_table`` are that function's numpy reference; the
+two must change together.
 """
 
 from __future__ import annotations
@@ -79,8 +83,9 @@ class Fields:
 
     The stream is cut into groups of ``group_bytes`` bytes holding ``fields`` fields of
     ``m`` codes (``width`` = m·b bits) each. A field starts at bit r of some byte and ends
-    within the next one (r + width <= 16), so a 16-bit window of two bytes always holds it.
-    For b in {2, 4, 8} a field is a whole byte (one group = one byte).
+    within the two bytes after it (r + width <= 24), so a 24-bit window of three bytes always
+    holds it (exact in float32). A field of 8 or 16 bits is one element of the stored stream
+    (``whole``): a uint8, or a uint16 of two stream bytes.
     """
 
     bits: int
@@ -106,50 +111,96 @@ class Fields:
     def byte_aligned(self) -> bool:
         return self.width == 8
 
+    @property
+    def whole(self) -> bool:
+        """Each field is one element of the stored stream (uint8 or uint16)."""
+        return self.width in (8, 16)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The stored stream's element type."""
+        return np.dtype(np.uint16 if self.width == 16 else np.uint8)
+
+    @property
+    def wide(self) -> bool:
+        return self.m != CODES_PER_FIELD[self.bits]
+
 
 CODES_PER_FIELD = {2: 4, 3: 4, 4: 2, 5: 2, 6: 2, 7: 1, 8: 1}
+WIDE_CODES_PER_FIELD = {2: 8, 3: 5, 4: 4, 5: 3, 6: 2, 7: 2, 8: 2}  # width <= 16: a 2^16-row table at most
 
 
-def fields_of(bits: int) -> Fields:
-    return Fields(check_bits(bits), CODES_PER_FIELD[bits])
+def fields_of(bits: int, wide: bool = False) -> Fields:
+    return Fields(check_bits(bits), (WIDE_CODES_PER_FIELD if wide else CODES_PER_FIELD)[bits])
 
 
-def pack_segment(codes: np.ndarray, bits: int) -> np.ndarray:
-    """One tensor's codes as it sits in a shared stream: zero codes fill its last group.
+def choose_fields(bits: int, count: int, tables: int = 1) -> Fields:
+    """The field layout for ``count`` codes of ``bits`` bits read by one unpack call that needs
+    ``tables`` copies of its table (one per exponent n2 its weights share, plus the unscaled one).
 
-    For b in {2, 4, 8} that is ceil(n·b/8) bytes (padding only in the last byte); otherwise
+    Wide fields when the lookups they save outnumber the table entries they build: at session
+    creation ONNX Runtime pays about as much per lookup as per table entry it computes (measured
+    on 320n and a 200 MB model: a 2^16-row table per exponent outweighs the saved lookups on the
+    first, and not on the second).
+    """
+    narrow, wide = fields_of(bits), fields_of(bits, wide=True)
+    saved = count // narrow.m - count // wide.m
+    return wide if saved >= (1 << wide.width) * wide.m * tables else narrow
+
+
+def _as_layout(layout: Fields | int) -> Fields:
+    return layout if isinstance(layout, Fields) else fields_of(layout)
+
+
+def pack_segment(codes: np.ndarray, layout: Fields | int) -> np.ndarray:
+    """One tensor's codes as it sits in a shared stream (``layout``, or the narrow layout of a
+    bit-width), as elements of ``layout.dtype``: zero codes fill its last group.
+
+    For 8-bit fields that is ceil(n·b/8) bytes (padding only in the last byte); otherwise
     ceil(n / group_codes) whole groups, so the next tensor starts on a group boundary.
     """
-    layout = fields_of(bits)
+    layout = _as_layout(layout)
     flat = np.asarray(codes).reshape(-1)
     total = -(-flat.size // layout.group_codes) * layout.group_codes
     padded = flat if layout.byte_aligned else np.concatenate([flat, np.zeros(total - flat.size, flat.dtype)])
-    return pack_codes(padded, bits)
+    packed = pack_codes(padded, layout.bits)
+    return packed.view(">u2").astype(np.uint16) if layout.width == 16 else packed
 
 
-def segment_indices(nbytes: int, bits: int) -> int:
-    """How many table indices (fields) a segment of ``nbytes`` bytes yields."""
-    layout = fields_of(bits)
+def segment_indices(size: int, layout: Fields | int) -> int:
+    """How many table indices (fields) a segment of ``size`` stream elements yields."""
+    layout = _as_layout(layout)
+    nbytes = size * layout.dtype.itemsize
     return nbytes // layout.group_bytes * layout.fields
 
 
-def field_indices(packed: np.ndarray, bits: int) -> np.ndarray:
-    """Reference for the function's first output: each field's m codes as one integer (int32)."""
-    layout = fields_of(bits)
-    packed = np.asarray(packed, dtype=np.uint8).reshape(-1)
-    if layout.byte_aligned:
+def segment_rows(size: int, layout: Fields | int) -> int:
+    """How many rows of the function's ``indices`` a segment of ``size`` stream elements yields:
+    its fields for 8- and 16-bit fields, else its groups."""
+    layout = _as_layout(layout)
+    return segment_indices(size, layout) // (1 if layout.whole else layout.fields)
+
+
+def field_indices(packed: np.ndarray, layout: Fields | int) -> np.ndarray:
+    """Reference for the function's first output: each field's m codes as one integer (int32),
+    [fields] for 8- and 16-bit fields, else [groups, fields per group]."""
+    layout = _as_layout(layout)
+    packed = np.asarray(packed).reshape(-1)
+    if packed.dtype != layout.dtype:
+        raise ValueError(f"a stream of {layout.width}-bit fields is {layout.dtype}, got {packed.dtype}")
+    if layout.whole:
         return packed.astype(np.int32)
     if packed.size % layout.group_bytes:
-        raise ValueError(f"a {bits}-bit stream holds whole groups of {layout.group_bytes} bytes, "
+        raise ValueError(f"a {layout.bits}-bit stream holds whole groups of {layout.group_bytes} bytes, "
                          f"got {packed.size} bytes")
     rows = np.unpackbits(packed).reshape(-1, layout.width)
     weights = np.left_shift(1, np.arange(layout.width - 1, -1, -1)).astype(np.int32)
-    return rows.astype(np.int32) @ weights
+    return (rows.astype(np.int32) @ weights).reshape(-1, layout.fields)
 
 
-def field_table(bits: int, units: np.ndarray) -> np.ndarray:
+def field_table(layout: Fields | int, units: np.ndarray) -> np.ndarray:
     """Reference for the second output: [2^width, m], row y = the unit values of y's m codes."""
-    layout = fields_of(bits)
+    layout = _as_layout(layout)
     y = np.arange(1 << layout.width)[:, None]
-    shifts = bits * np.arange(layout.m - 1, -1, -1)
-    return np.asarray(units)[(y >> shifts) & ((1 << bits) - 1)]
+    shifts = layout.bits * np.arange(layout.m - 1, -1, -1)
+    return np.asarray(units)[(y >> shifts) & ((1 << layout.bits) - 1)]

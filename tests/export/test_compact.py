@@ -55,6 +55,21 @@ def test_random_codes_decode_exactly(bits, axes, dtype):
     assert out.dtype == values.dtype and out.tobytes() == values.tobytes()
 
 
+@pytest.mark.parametrize("bits", range(2, 9))
+@pytest.mark.parametrize("axes", [(), (0,)])
+def test_wide_fields_decode_exactly_and_back(monkeypatch, bits, axes):
+    from inq_onnx.export import decode, packing
+
+    monkeypatch.setattr(packing, "choose_fields", lambda b, count, tables=1: packing.fields_of(b, wide=True))
+    model, values = codes_model((7, 5, 3), bits, axes, np.float32, seed=bits)
+    c, _ = to_compact(model)
+    wide = packing.fields_of(bits, wide=True)
+    assert [f.name for f in c.functions] == [decode_op.op_type(wide)]
+    (out,) = run(c, {})
+    assert out.tobytes() == values.tobytes()
+    assert decode(c).SerializeToString() == model.SerializeToString()
+
+
 def test_size_is_about_b_over_32_of_float():
     rng = np.random.default_rng(0)
     w = rng.normal(size=(1024, 512)).astype(np.float32)

@@ -15,9 +15,10 @@ from tests.export.models import run
 STABLE_OPS = {"Constant", "Cast", "Reshape", "MatMul", "Floor", "Mod", "Mul", "Gather", "Range"}
 
 
-def unpack_model(packed: np.ndarray, bits: int, opset: int) -> onnx.ModelProto:
+def unpack_model(packed: np.ndarray, bits, opset: int) -> onnx.ModelProto:
+    layout = bits if isinstance(bits, packing.Fields) else packing.fields_of(bits)
     model = make_model([decode_op.unpack_node(bits, "p", ["i", "t"])], [],
-                       [helper.make_tensor_value_info("i", TensorProto.INT32, ["n"]),
+                       [helper.make_tensor_value_info("i", TensorProto.INT32, ["n"] if layout.whole else ["g", "f"]),
                         helper.make_tensor_value_info("t", TensorProto.FLOAT, ["y", "m"])],
                        [tensor("p", packed)], opset=opset)
     model.opset_import.append(helper.make_opsetid(decode_op.DOMAIN, decode_op.DOMAIN_VERSION))
@@ -39,6 +40,22 @@ def test_onnx_runtime_matches_the_numpy_reference(bits, opset):
     np.testing.assert_array_equal(indices, packing.field_indices(packed, bits))
     expected = packing.field_table(bits, decode_op.unit_table(bits))
     assert table.dtype == np.float32 and table.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+@pytest.mark.parametrize("opset", [11, 21])
+def test_wide_fields_match_the_numpy_reference(bits, opset):
+    layout = packing.fields_of(bits, wide=True)
+    assert layout.width <= 16 and decode_op.layout_of(decode_op.op_type(layout)) == layout
+    rng = np.random.default_rng(bits)
+    low, high = packing.code_range(bits)
+    packed = np.concatenate([packing.pack_segment(rng.integers(low, high + 1, size=n), layout) for n in (7, 300)])
+    assert packed.dtype == layout.dtype
+    model = unpack_model(packed, layout, opset)
+    onnx.checker.check_model(model, full_check=True)
+    indices, table = run(model, {})
+    np.testing.assert_array_equal(indices, packing.field_indices(packed, layout))
+    assert table.tobytes() == packing.field_table(layout, decode_op.unit_table(bits)).tobytes()
 
 
 @pytest.mark.parametrize("bits", range(2, 9))
@@ -65,3 +82,6 @@ def test_opsets_below_eleven_and_foreign_names_are_refused():
     with pytest.raises(ValueError, match="not an unpack op"):
         decode_op.bits_of("Unpack9")
     assert decode_op.bits_of("Unpack5") == 5
+    assert decode_op.layout_of("Unpack4x4") == packing.Fields(4, 4)
+    with pytest.raises(ValueError, match="not an unpack op"):
+        decode_op.layout_of("Unpack5x4")  # 20-bit fields: no such layout

@@ -88,3 +88,16 @@ def test_corrupt_or_unstamped_compact_models_are_refused():
     packed.CopyFrom(tensor(packed.name, np.zeros(3, np.uint8)))  # too short for its weights
     with pytest.raises(ExportError, match="cannot decode the node making"):
         decode(c)
+
+
+def test_version_1_compact_models_with_flat_indices_still_decode():
+    """Domain version 1 wrote the indices of 3-, 5-, 6- and 7-bit streams flat, split in fields."""
+    from inq_onnx.export import packing
+
+    q = quantized(conv_gemm_model(), 3)
+    c, _ = to_compact(q)
+    next(o for o in c.opset_import if o.domain == decode_op.DOMAIN).version = 1
+    sizes = next(i for i in c.graph.initializer if i.name.endswith(".k"))
+    rows = onnx.numpy_helper.to_array(sizes)
+    sizes.CopyFrom(onnx.numpy_helper.from_array(rows * packing.fields_of(3).fields, sizes.name))
+    assert decode(c).SerializeToString() == q.SerializeToString()

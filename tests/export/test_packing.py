@@ -72,7 +72,7 @@ def test_segments_and_field_indices(bits, count):
         assert segment.size == (count * bits + 7) // 8  # padding only in the last byte
     else:
         assert segment.size == -(-count // layout.group_codes) * layout.group_bytes  # whole groups
-    indices = packing.field_indices(segment, bits)
+    indices = packing.field_indices(segment, bits).reshape(-1)
     assert indices.size == packing.segment_indices(segment.size, bits)
     # each index holds m codes, MSB first: splitting it again gives the codes back
     unsigned = (indices[:, None] >> (bits * np.arange(layout.m - 1, -1, -1))) & ((1 << bits) - 1)
@@ -87,3 +87,23 @@ def test_chunked_packing_equals_packing_at_once(monkeypatch, bits):
     whole = packing.pack_codes(codes, bits)
     monkeypatch.setattr(packing, "PACK_CHUNK", 64)
     np.testing.assert_array_equal(packing.pack_codes(codes, bits), whole)
+
+
+def test_wide_fields_only_where_the_saved_lookups_outweigh_the_tables():
+    assert packing.choose_fields(4, 1000) == packing.fields_of(4)  # a small model: narrow
+    assert packing.choose_fields(4, 50_000_000, tables=4) == packing.fields_of(4, wide=True)
+    assert packing.choose_fields(4, 3_000_000, tables=9) == packing.fields_of(4)  # many exponents
+    assert packing.choose_fields(6, 50_000_000) == packing.fields_of(6)  # 6 bits: no wider field
+    for bits in range(2, 9):
+        wide = packing.fields_of(bits, wide=True)
+        assert wide.width <= 16 and wide.m >= packing.fields_of(bits).m
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_sixteen_bit_fields_are_two_stream_bytes_the_first_high(bits):
+    layout = packing.fields_of(bits, wide=True)
+    codes = np.random.default_rng(bits).integers(*packing.code_range(bits), size=37)
+    words = packing.pack_segment(codes, layout)
+    assert words.dtype == np.uint16 and words.size * 2 * 8 >= 37 * bits
+    stream = packing.pack_codes(np.concatenate([codes, np.zeros(words.size * layout.m - 37, int)]), bits)
+    np.testing.assert_array_equal(words, stream[0::2].astype(np.uint16) * 256 + stream[1::2])
