@@ -25,7 +25,8 @@ def training_options(command):
     for option in reversed([
         click.option("--epochs-per-step", type=click.IntRange(min=0), help="Retraining epochs per INQ step [default: from the data size, 1-8]."),
         click.option("--lr", type=float, help="Learning rate, restarted at each step, cosine decay [default: chosen per model from short trials on held-out samples]."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True),
+        click.option("--batch-size", type=click.IntRange(min=1),
+                     help="Samples per update [default: 32, or a tenth of the samples (at least 4) below 320]."),
         click.option("--optimizer", type=click.Choice([o.value for o in OptimizerChoice]), default="sgd", show_default=True,
                      help="sgd: the paper's (momentum 0.9, weight decay 5e-4)."),
         click.option("--weight-decay", type=float, default=5e-4, show_default=True),

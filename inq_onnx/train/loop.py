@@ -130,7 +130,7 @@ def held_out(train: Samples, val: Samples | None, options: TrainOptions, seed: i
     same_shapes = val is not None and all(val.inputs[k].shape[1:] == v.shape[1:] for k, v in train.inputs.items())
     if same_shapes and (val.labels is not None or not needs_labels):  # the training graph's shapes are fixed
         return train, capped(val, seed)
-    kept, held = split_holdout(train, min(options.batch_size, len(train)), seed)
+    kept, held = split_holdout(train, options.batch_for(len(train)), seed)
     if held is None:
         held = capped(train, seed)
         held = Samples(held.inputs, held.labels, f"the training samples of {train.source} (too few to hold some out)",
@@ -271,7 +271,7 @@ class Loop:
         pmap: ParamMap = self.setup.params
         params = pmap.read(ckpt.model)
         self.setup.load(params)
-        epochs = 0 if sigma >= 1 else self.options.epochs_for(len(self.setup.feeder.samples))
+        epochs = 0 if sigma >= 1 else self.options.epochs_for(len(self.setup.feeder.samples), self.setup.batch_size)
         batches = self.setup.batches_per_epoch
         progress = ckpt.progress
         self.emit("step", {"step": step, "sigma": sigma, "epochs": epochs, "batches": batches,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import asdict, dataclass, field
 
 from inq_onnx.errors import InvalidOptionError
@@ -50,7 +51,7 @@ class TrainOptions:
     optimizer: OptimizerChoice = OptimizerChoice.SGD
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    batch_size: int = 32
+    batch_size: int | None = None  # None: from the data size (see batch_for)
     loss: LossChoice = LossChoice.AUTO
     loss_output: str | None = None
     temperature: float = 1.0
@@ -65,19 +66,27 @@ class TrainOptions:
         object.__setattr__(self, "optimizer", OptimizerChoice(self.optimizer))
         object.__setattr__(self, "loss", LossChoice(self.loss))
         object.__setattr__(self, "distill_tensors", parse_distill_tensors(self.distill_tensors))
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise InvalidOptionError(f"batch size must be at least 1, got {self.batch_size}", "pass e.g. --batch-size 32")
         if self.lr is not None and not self.lr > 0:
             raise InvalidOptionError(f"learning rate must be positive, got {self.lr}", "pass e.g. --lr 0.01")
         if self.epochs_per_step is not None and self.epochs_per_step < 0:
             raise InvalidOptionError("epochs per step must be >= 0", "pass e.g. --epochs-per-step 2")
 
-    def epochs_for(self, samples: int) -> int:
-        """About 2,000 updates per INQ step, between 1 and 8 epochs (the paper: < 8 at 5 bits)."""
+    def batch_for(self, samples: int) -> int:
+        """32, or a tenth of the samples (at least 4) when fewer than 320: a few dozen photos
+        still make several batches per epoch. Never more than the samples."""
+        size = self.batch_size if self.batch_size is not None else min(32, max(4, samples // 10))
+        return max(1, min(size, samples))
+
+    def epochs_for(self, samples: int, batch_size: int | None = None) -> int:
+        """About 2,000 updates per INQ step within 1 to 8 epochs (the paper: < 8 at 5 bits), and
+        at least 250 updates however small the data (more epochs over few samples)."""
         if self.epochs_per_step is not None:
             return self.epochs_per_step
-        batches = max(1, samples // self.batch_size)
-        return int(min(8, max(1, round(2000 / batches))))
+        batches = max(1, samples // (batch_size or self.batch_for(samples)))
+        most = max(8, math.ceil(250 / batches))
+        return int(min(most, max(1, round(2000 / batches))))
 
     def as_dict(self) -> dict:
         data = asdict(self)

@@ -166,7 +166,7 @@ def build_setup(model: onnx.ModelProto, train: Samples, sidecar: Sidecar, option
     distillation and its loss scale use ``teacher`` (default: ``model``)."""
     pins = pinned_values(model, options.pins if pins is None else pins)
     teacher = model if teacher is None else teacher
-    batch = min(options.batch_size, len(train))
+    batch = options.batch_for(len(train))
     prepared, passes = prepare_for_training(model, input_shapes=training_shapes(model, train, batch, pins), pins=pins)
     check_trainable_ops(prepared, model)
     sites, keys = trainable_tensors(model, prepared, sidecar,
