@@ -173,6 +173,7 @@ def test_bias_correction_is_off_by_default_where_the_least_error_range_is_used(t
         assert (json.loads(proc.stdout)["bias_correction"] is not None) == corrected, args
 
 
+@pytest.mark.training
 def test_full_inq_refuses_an_op_without_gradient_with_a_way_out_that_exists(tmp_path):
     from tests.train.train_helpers import model_from_text, rand
 

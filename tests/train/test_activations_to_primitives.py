@@ -60,6 +60,7 @@ def test_spelled_activation_trains(case, tmp_path):
     assert all(grads[name].any() for name in trainable)
 
 
+@pytest.mark.training
 def test_elu_trains(tmp_path):
     result = activations_to_primitives(_model("Elu"))
     assert one_train_step(result.model, ["W"], {"x": rand(2, 3, 5, 5, seed=2)}, tmp_path)["W"].any()

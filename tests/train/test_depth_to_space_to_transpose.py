@@ -39,6 +39,7 @@ def test_symbolic_shape_is_left_alone():
     assert result.changed == 0 and "not static" in result.notes[0]
 
 
+@pytest.mark.training
 def test_rewritten_shuffle_trains(tmp_path):
     result = depth_to_space_to_transpose(_model("CRD"))
     assert one_train_step(result.model, ["W"], {"x": rand(2, 3, 4, 6, seed=2)}, tmp_path)["W"].any()

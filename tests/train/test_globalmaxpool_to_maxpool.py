@@ -44,12 +44,14 @@ def test_symbolic_spatial_size_is_left_alone_with_a_reason():
     assert result.model is model and "not static" in result.notes[0]
 
 
+@pytest.mark.training
 def test_rewritten_graph_trains(tmp_path):
     result = globalmaxpool_to_maxpool(_model())
     grads = one_train_step(result.model, ["W", "G"], {"x": rand(2, 3, 5, 7, seed=3)}, tmp_path)
     assert grads["W"].any() and grads["G"].any()
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("op", ["GlobalAveragePool"])
 def test_globalaveragepool_trains_as_it_is(op, tmp_path):
     model = model_from_text((TEXT % "2,3,5,7").replace("GlobalMaxPool", op), W=rand(4, 3, 3, 3), G=rand(5, 4, seed=1))

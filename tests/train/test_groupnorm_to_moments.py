@@ -1,4 +1,5 @@
 import numpy as np
+import onnx
 import pytest
 from tests.train.train_helpers import frozen, max_diff, model_from_text, one_train_step, ops, rand
 
@@ -13,6 +14,10 @@ g (float[%s] x) => (float[2,6,5,4] y) {
 """
 
 
+# onnx 1.18+ deprecates the opset-18 GroupNormalization (its checker refuses it); 1.17 does not.
+OPSET_18_DEPRECATED = onnx.defs.get_schema("GroupNormalization", 18).deprecated
+
+
 def _model(opset=18, groups=3, shape="2,3,5,4"):
     size = groups if opset < 21 else 6
     return model_from_text(TEXT % (8 if opset < 21 else 10, opset, shape, groups), W=rand(6, 3, 3, 3) * 3,
@@ -22,6 +27,8 @@ def _model(opset=18, groups=3, shape="2,3,5,4"):
 @pytest.mark.parametrize("opset", [18, 21])
 @pytest.mark.parametrize("groups", [1, 2, 3, 6])
 def test_groupnorm_becomes_its_moments(opset, groups):
+    if opset == 18 and OPSET_18_DEPRECATED:
+        pytest.skip(f"onnx {onnx.__version__} deprecates GroupNormalization-18")
     model = _model(opset, groups)
     before = frozen(model)
     result = groupnorm_to_moments(model)
@@ -33,10 +40,11 @@ def test_groupnorm_becomes_its_moments(opset, groups):
 
 
 def test_symbolic_shape_is_left_alone():
-    result = groupnorm_to_moments(_model(shape="N,3,5,4"))
+    result = groupnorm_to_moments(_model(21, 6, shape="N,3,5,4"))
     assert result.changed == 0 and "static shape" in result.notes[0]
 
 
+@pytest.mark.training
 def test_rewritten_groupnorm_trains(tmp_path):
     result = groupnorm_to_moments(_model())
     grads = one_train_step(result.model, ["W", "s", "b"], {"x": rand(2, 3, 5, 4, seed=2)}, tmp_path)

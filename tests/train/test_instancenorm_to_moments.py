@@ -34,6 +34,7 @@ def test_instancenorm_becomes_its_moments(opset, spatial):
     assert unsupported_gradient_ops(result.model) == []
 
 
+@pytest.mark.training
 def test_rewritten_instancenorm_trains(tmp_path):
     result = instancenorm_to_moments(_model())
     grads = one_train_step(result.model, ["W", "s", "b"], {"x": rand(2, 3, 5, 6, seed=2)}, tmp_path)

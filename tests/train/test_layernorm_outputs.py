@@ -33,6 +33,7 @@ def test_layernorm_gets_mean_and_inv_std_dev_and_y_is_unchanged():
     assert layernorm_outputs(result.model).model is result.model  # nothing left to do
 
 
+@pytest.mark.training
 def test_without_the_rewrite_ort_cannot_build_the_gradient_and_with_it_it_trains(tmp_path):
     assert unsupported_gradient_ops(_model()) == ["LayerNormalization"]
     with pytest.raises(TrainingError):

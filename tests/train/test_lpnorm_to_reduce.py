@@ -32,6 +32,7 @@ def test_zero_vectors_stay_zero():
     assert np.array_equal(got, run(model, {"x": rand(2, 3, 5, 4)})[0]) and not got.any()
 
 
+@pytest.mark.training
 def test_rewritten_lpnorm_trains(tmp_path):
     result = lpnorm_to_reduce(model_from_text(TEXT % (17, "<axis = 1>"), W=rand(6, 3, 3, 3)))
     assert one_train_step(result.model, ["W"], {"x": rand(2, 3, 5, 4, seed=2)}, tmp_path)["W"].any()

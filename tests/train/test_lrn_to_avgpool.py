@@ -38,6 +38,7 @@ def test_symbolic_shape_is_left_alone():
     assert result.changed == 0 and "not static" in result.notes[0]
 
 
+@pytest.mark.training
 def test_rewritten_lrn_trains(tmp_path):
     result = lrn_to_avgpool(_model("<size = 3, alpha = 0.5>"))
     assert one_train_step(result.model, ["W"], {"x": rand(2, 3, 5, 4, seed=2)}, tmp_path)["W"].any()

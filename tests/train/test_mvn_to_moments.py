@@ -25,6 +25,7 @@ def test_mvn_becomes_its_moments(opset, attrs):
     assert unsupported_gradient_ops(result.model) == []
 
 
+@pytest.mark.training
 def test_rewritten_mvn_trains(tmp_path):
     result = mvn_to_moments(model_from_text(TEXT % (17, "<axes = [2, 3]>"), W=rand(6, 3, 3, 3)))
     assert one_train_step(result.model, ["W"], {"x": rand(2, 3, 5, 4, seed=2)}, tmp_path)["W"].any()

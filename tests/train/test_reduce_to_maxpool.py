@@ -60,6 +60,7 @@ g (int64[3,4] x) => (int64[3] y) { y = ReduceMax <axes = [1], keepdims = 0> (x) 
     assert result.changed == 0 and "not a float" in result.notes[0]
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("op", ["ReduceMax", "ReduceMin"])
 def test_rewritten_reduce_trains(op, tmp_path):
     result = reduce_to_maxpool(model_from_text(ATTRS % ("2,4,1,1", op, "[2, 3]", 1), W=rand(4, 3, 3, 3)))

@@ -33,6 +33,7 @@ def test_reduce_becomes_a_reducesum(op, opset, call, out, extra):
     assert unsupported_gradient_ops(model) == [op] and unsupported_gradient_ops(result.model) == []
 
 
+@pytest.mark.training
 def test_rewritten_reduce_trains(tmp_path):
     model = model_from_text(TEXT % (17, "2,4,1,1", "ReduceSumSquare <axes = [2, 3], keepdims = 1> (e)"),
                             W=rand(4, 3, 3, 3))

@@ -72,6 +72,7 @@ def test_patterns_that_are_not_a_softmax_are_left_alone(case, edit, reason):
     assert result.changed == 0 and result.model is model and reason in result.notes[0]
 
 
+@pytest.mark.training
 def test_folded_softmax_trains(tmp_path):
     result = softmax_pattern_to_softmax(model_from_text(*_attrs(17, -1)[:1], **_attrs(17, -1)[1]))
     assert one_train_step(result.model, ["W"], {"x": rand(2, 3, 4, seed=2)}, tmp_path)["W"].any()
