@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from inq_onnx.errors import InqError
-from inq_onnx.train.loop import read_log
+from inq_onnx.train.run_log import read_log
 from inq_onnx_cli.common import verbosity_options
 from inq_onnx_cli.render import run_notes, summary_table
 

@@ -144,7 +144,8 @@ def inq_file(model_path: str | os.PathLike, output: str | os.PathLike | None, in
     from inq_onnx.data import load_branch_samples
     from inq_onnx.sidecar import sidecar_path, write_sidecar
     from inq_onnx.train.checkpoint import load_checkpoint
-    from inq_onnx.train.loop import interrupted_outside_training, retrain
+    from inq_onnx.train.loop import retrain
+    from inq_onnx.train.run_log import interrupted_outside_training
     from inq_onnx.train.ort_training import require_training
 
     require_training()  # first: without the training build, one line and nothing written

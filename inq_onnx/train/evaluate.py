@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 
-from inq_onnx.data import Samples
+from inq_onnx.data import Samples, branch_label
 from inq_onnx.verify import fidelity
 
 
@@ -14,6 +15,21 @@ def evaluate(reference: onnx.ModelProto, model: onnx.ModelProto, val: Samples, p
     if f.accuracy_quantized is not None:
         out.update(val_accuracy=f.accuracy_quantized, float_accuracy=f.accuracy_float)
     return out
+
+
+def evaluate_branches(reference: onnx.ModelProto, model: onnx.ModelProto, branches: list[tuple[dict, Samples | None]]
+                      ) -> dict:
+    """Validation figures of every (pins, samples) branch; with several branches, each under its
+    label in ``branches`` and their mean at the top level."""
+    per = {branch_label(pins): evaluate(reference, model, val, pins) for pins, val in branches if val is not None}
+    if len(branches) == 1:
+        return next(iter(per.values()), {})
+    top = {}
+    for key in {k for m in per.values() for k in m}:
+        values = [m.get(key) for m in per.values()]
+        if all(isinstance(v, (int, float)) for v in values):
+            top[key] = round(float(np.mean(values)), 4)
+    return {**top, "branches": per} if per else {}
 
 
 FIGURES = (("val_accuracy", "accuracy", "{:.4f}"), ("agreement", "top-1 agreement with the float model", "{:.4f}"),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import signal
 import time
 from dataclasses import dataclass, field, replace
@@ -24,28 +23,29 @@ import onnx
 from inq_onnx.bias_correction import applies
 from inq_onnx.calibration import correct_step
 from inq_onnx.data import Samples, branch_label, pin_combinations, pinned_values
-from inq_onnx.errors import DataError, Interrupted, SidecarError
+from inq_onnx.errors import Interrupted, SidecarError
 from inq_onnx.graph.fingerprint import structure_fingerprint
 from inq_onnx.incremental import InqOptions, check_sidecar, partition_step, quantized_share, start, weight_sites
 from inq_onnx.optim import MaskedAdamW, MaskedSGD
 from inq_onnx.quantize import quantize_model
 from inq_onnx.schedule import LRDecay, LRSchedule
 from inq_onnx.sidecar import check_compatible
-from inq_onnx.train.checkpoint import CURRENT, Checkpoint, Progress, load_checkpoint, save_checkpoint
-from inq_onnx.train.evaluate import evaluate
+from inq_onnx.train.checkpoint import Checkpoint, Progress, load_checkpoint, save_checkpoint
+from inq_onnx.train.evaluate import evaluate_branches
 from inq_onnx.train.lr_search import (DIVERGED_FACTOR, MAX_RETRIES, GuardState, HeldOutLoss, Trial, capped,
                                       check_candidates, check_updates, choose_lr, step_outcome,
-                                      far_above, grid_for, retry_lr, split_holdout, trial_updates)
+                                      far_above, grid_for, retry_lr, trial_updates)
 from inq_onnx.train.options import OptimizerChoice, TrainOptions
 from inq_onnx.train.ort_training import require_training
 from inq_onnx.train.params import ParamMap
 from inq_onnx.train.pause import pause_point
+from inq_onnx.train.run_log import LOG, append_line, read_log
+from inq_onnx.train.branch_samples import held_out, per_branch
 from inq_onnx.train.setup import LossNotFinite, TrainingSetup, build_setups, check_fits
 from inq_onnx.train.teacher import check_teacher, is_quantized, teacher_fingerprint
 
 log = logging.getLogger(__name__)
 Event = Callable[[str, dict], None]
-LOG = "log.jsonl"
 TRIAL_STREAM = 1_000_000  # the learning-rate trials' batch order, apart from every step's
 
 
@@ -107,35 +107,6 @@ def retrain(model: onnx.ModelProto, train: Samples | Sequence[Samples], *, inq: 
     figures_on = [v if v is not None else j for v, j in zip(vals, judges)]
     loop = Loop(teacher, setups, inq, options, run_dir, figures_on, on_event, judges=judges)
     return loop.run(ckpt)
-
-
-def per_branch(samples, combos: list[dict], what: str) -> list:
-    """One entry per pinned combination: a single Samples (or None) serves every branch."""
-    if samples is None or isinstance(samples, Samples):
-        return [samples] * len(combos)
-    samples = list(samples)
-    if len(samples) != len(combos):
-        raise DataError(f"{len(samples)} {what} sample sets for {len(combos)} pinned branches "
-                        f"({', '.join(branch_label(c) for c in combos)})",
-                        "give one per pinned combination, in the same order, or one for all")
-    return samples
-
-
-def held_out(train: Samples, val: Samples | None, options: TrainOptions, seed: int) -> tuple[Samples, Samples]:
-    """(samples to train on, samples that judge the learning rate and each step): --val when it
-    can feed the training graph's loss (labels, same sample shapes; a seeded subset of it when
-    large), else a seeded slice of --data that is not trained on; with too few samples to spare
-    one, the training samples themselves."""
-    needs_labels = train.labels is not None and options.loss.value in ("auto", "cross-entropy")
-    same_shapes = val is not None and all(val.inputs[k].shape[1:] == v.shape[1:] for k, v in train.inputs.items())
-    if same_shapes and (val.labels is not None or not needs_labels):  # the training graph's shapes are fixed
-        return train, capped(val, seed)
-    kept, held = split_holdout(train, options.batch_for(len(train)), seed)
-    if held is None:
-        held = capped(train, seed)
-        held = Samples(held.inputs, held.labels, f"the training samples of {train.source} (too few to hold some out)",
-                       held.sample_axes)
-    return kept, held
 
 
 def check_resumable(model, ckpt: Checkpoint, inq: InqOptions, run_options: dict, run_dir: Path) -> None:
@@ -249,18 +220,7 @@ class Loop:
         return done
 
     def validate(self, model: onnx.ModelProto) -> dict:
-        """Validation figures against the teacher; with several branches, each under its label
-        in ``branches`` and their mean at the top level."""
-        per = {branch_label(s.feeder.pins): evaluate(self.reference, model, v, s.feeder.pins)
-               for s, v in zip(self.setups, self.vals) if v is not None}
-        if len(self.setups) == 1:
-            return next(iter(per.values()), {})
-        top = {}
-        for key in {k for m in per.values() for k in m}:
-            values = [m.get(key) for m in per.values()]
-            if all(isinstance(v, (int, float)) for v in values):
-                top[key] = round(float(np.mean(values)), 4)
-        return {**top, "branches": per} if per else {}
+        return evaluate_branches(self.reference, model, [(s.feeder.pins, v) for s, v in zip(self.setups, self.vals)])
 
     def train_branch(self, ckpt: Checkpoint) -> Checkpoint:
         """Retrain the float part of step ``ckpt.sidecar.step`` in this branch under the guard: a
@@ -436,37 +396,3 @@ class Loop:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         append_line(self.run_dir / LOG, json.dumps(entry))
         self.emit("record", entry)
-
-
-def append_line(path: Path, line: str) -> None:
-    """Append one line; a line torn by a kill is ended first, so that it spoils only itself."""
-    with open(path, "a+b") as f:
-        if f.seek(0, os.SEEK_END):
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                line = "\n" + line
-        f.write(line.encode() + b"\n")
-
-
-def interrupted_outside_training(run_dir: Path) -> Interrupted:
-    """Ctrl-C while the run was being set up or its result written (no checkpoint at stake)."""
-    if (run_dir / CURRENT).is_file():
-        return Interrupted(f"interrupted; the checkpoint in {run_dir} is kept",
-                           "run the same command again to resume from it")
-    return Interrupted("interrupted before the first checkpoint", "run the same command again to start")
-
-
-def read_log(run_dir: Path) -> list[dict]:
-    """The run log (JSON lines), one record per step: a step logged twice (a kill between its
-    record and its checkpoint) keeps its last record; a line torn by a kill is skipped."""
-    path = run_dir / LOG
-    if not path.exists():
-        return []
-    records = {}
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            entry = json.loads(line)
-            records[int(entry["step"])] = entry
-        except (ValueError, KeyError, TypeError):
-            continue
-    return [records[k] for k in sorted(records)]

@@ -21,7 +21,8 @@ from inq_onnx.incremental import InqOptions, start, weight_sites
 from inq_onnx.options import QuantizeOptions
 from inq_onnx.quantize import quantize_model
 from inq_onnx.train.checkpoint import load_checkpoint
-from inq_onnx.train.loop import Interrupted, read_log, retrain
+from inq_onnx.train.loop import Interrupted, retrain
+from inq_onnx.train.run_log import read_log
 from inq_onnx.train.options import TrainOptions
 from inq_onnx.train.setup import build_setup
 from inq_onnx.train.teacher import check_teacher

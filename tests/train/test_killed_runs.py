@@ -22,7 +22,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from inq_onnx.train.checkpoint import CURRENT, load_checkpoint
-from inq_onnx.train.loop import read_log
+from inq_onnx.train.run_log import read_log
 from inq_onnx.train.pause import ENV
 from tests.conftest import FIXTURE
 

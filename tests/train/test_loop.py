@@ -14,7 +14,8 @@ from inq_onnx.incremental import InqOptions, weight_sites
 from inq_onnx.options import QuantizeOptions
 from inq_onnx.quantize import quantized_tensors
 from inq_onnx.train.checkpoint import load_checkpoint
-from inq_onnx.train.loop import Interrupted, read_log, retrain
+from inq_onnx.train.loop import Interrupted, retrain
+from inq_onnx.train.run_log import read_log
 from inq_onnx.train.options import TrainOptions
 from inq_onnx.verify import off_codebook
 from tests.conftest import FIXTURE
@@ -92,7 +93,7 @@ def test_resume_with_other_options_is_refused(digits, tmp_path):
 def test_a_log_line_torn_by_a_kill_spoils_only_itself(tmp_path):
     import json
 
-    from inq_onnx.train.loop import LOG, append_line
+    from inq_onnx.train.run_log import LOG, append_line
 
     append_line(tmp_path / LOG, json.dumps({"step": 0, "train_loss": 0.5}))
     with open(tmp_path / LOG, "a") as f:

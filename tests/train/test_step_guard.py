@@ -10,7 +10,8 @@ from inq_onnx.incremental import InqOptions, partition_step, start, weight_sites
 from inq_onnx.options import QuantizeOptions
 from inq_onnx.train.checkpoint import load_checkpoint
 from inq_onnx.train.evaluate import below_one_shot
-from inq_onnx.train.loop import read_log, retrain
+from inq_onnx.train.loop import retrain
+from inq_onnx.train.run_log import read_log
 from inq_onnx.train.lr_search import MAX_RETRIES, RETRY_DIVISOR, SGD_GRID, check_updates
 from inq_onnx.train.options import TrainOptions
 from inq_onnx.verify import fidelity, off_codebook
@@ -140,7 +141,7 @@ def test_a_run_interrupted_in_a_retry_resumes_to_identical_weights(digits, tmp_p
 
 
 def test_val_judges_only_when_it_can_feed_the_training_graph(digits):
-    from inq_onnx.train.loop import held_out
+    from inq_onnx.train.branch_samples import held_out
 
     _, train, val = digits
     options = TrainOptions(batch_size=64)
