@@ -12,6 +12,7 @@ import onnx
 
 from inq_onnx.errors import InvalidOptionError, UnsupportedModelError
 from inq_onnx.graph.tensors import default_opset
+from inq_onnx.train.rewrites._graph import NameMaker
 
 _FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
 _PASS_THROUGH = {"Identity", "Add", "Sub", "Mul", "Div"}  # ops that keep the axis layout of their first input
@@ -198,23 +199,13 @@ def class_count(model: onnx.ModelProto, name: str | None = None, class_axis: int
     return int(dims[axis].dim_value)
 
 
-class _Names:
-    """Fresh input names, unused anywhere in the graph."""
-
-    def __init__(self, graph: onnx.GraphProto):
-        self.taken = {v.name for v in list(graph.input) + list(graph.output)} | {t.name for t in graph.initializer}
-        self.taken |= {o for n in graph.node for o in n.output}
-
-    def __call__(self, base: str) -> str:
-        name, k = base, 0
-        while name in self.taken:
-            k += 1
-            name = f"{base}_{k}"
-        self.taken.add(name)
-        return name
+def _taken_names(graph: onnx.GraphProto) -> set[str]:
+    """Inputs, outputs, initializers and node outputs: what a new input's name must avoid."""
+    taken = {v.name for v in list(graph.input) + list(graph.output)} | {t.name for t in graph.initializer}
+    return taken | {o for n in graph.node for o in n.output}
 
 
-def _resolve_terms(model: onnx.ModelProto, spec: LossSpec, output: str, names: _Names) -> tuple[DistillTerm, ...]:
+def _resolve_terms(model: onnx.ModelProto, spec: LossSpec, output: str, names: NameMaker) -> tuple[DistillTerm, ...]:
     produced = {o for n in model.graph.node for o in n.output} | {v.name for v in model.graph.output}
     missing = [t.tensor for t in spec.distill if t.tensor not in produced]
     if missing:
@@ -244,7 +235,7 @@ def resolve_loss(model: onnx.ModelProto, spec: LossSpec) -> ResolvedLoss:
         )
     axis = find_class_axis(model, output.name, rank) if spec.class_axis is None else spec.class_axis
     axis = _check_axis(axis, rank, output.name) if spec.kind is not LossKind.MSE else axis
-    names = _Names(model.graph)
+    names = NameMaker(_taken_names(model.graph))
     extra = names(_EXTRA_INPUT[spec.kind])
     terms = _resolve_terms(model, spec, output.name, names)
     return ResolvedLoss(spec.kind, output.name, probabilities, spec.temperature, spec.eps, extra, rank,
