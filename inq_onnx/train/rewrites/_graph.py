@@ -43,6 +43,19 @@ class NameMaker:
         return name
 
 
+class NodeEmitter:
+    """Appends a node per call to ``nodes``, its output (and name) a fresh ``<base>/<op>``;
+    returns that output, so a formula reads as nested calls: ``add("Div", d, add("Sqrt", v))``."""
+
+    def __init__(self, fresh: NameMaker, base: str, nodes: list):
+        self.fresh, self.base, self.nodes = fresh, base, nodes
+
+    def __call__(self, op: str, *inputs: str, **attrs) -> str:
+        out = self.fresh(f"{self.base}/{op.lower()}")
+        self.nodes.append(helper.make_node(op, list(inputs), [out], name=out, **attrs))
+        return out
+
+
 def rename_uses(graph: onnx.GraphProto, old: str, new: str) -> None:
     """Rename every use of ``old`` in ``graph`` and nested graphs, respecting shadowing."""
     for node in graph.node:

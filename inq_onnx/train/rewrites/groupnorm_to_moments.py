@@ -14,11 +14,10 @@ This is the op's definition; float rounding differs from ORT's kernel by about 1
 from __future__ import annotations
 
 import onnx
-from onnx import helper
 
 from inq_onnx.graph.passes import PassResult
 from inq_onnx.graph.tensors import default_opset
-from inq_onnx.train.rewrites._graph import NameMaker, attr, constant, rewrite_each, static_shape
+from inq_onnx.train.rewrites._graph import NameMaker, NodeEmitter, attr, constant, rewrite_each, static_shape
 
 
 def _moments(opset: int):
@@ -43,10 +42,7 @@ def _moments(opset: int):
         ])
         nodes: list[onnx.NodeProto] = []
 
-        def add(op: str, *inputs: str) -> str:
-            out = fresh(f"{base}/{op.lower()}")
-            nodes.append(helper.make_node(op, list(inputs), [out], name=out))
-            return out
+        add = NodeEmitter(fresh, base, nodes)
 
         grouped = add("Reshape", node.input[0], names[0])
         d = add("Sub", grouped, add("ReduceMean", grouped, names[1]))

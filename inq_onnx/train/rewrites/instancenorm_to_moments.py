@@ -11,11 +11,10 @@ names (a Reshape reads them), so trained values map back onto the user's graph.
 from __future__ import annotations
 
 import onnx
-from onnx import helper
 
 from inq_onnx.graph.passes import PassResult
 from inq_onnx.graph.tensors import default_opset
-from inq_onnx.train.rewrites._graph import NameMaker, attr, constant, rewrite_each
+from inq_onnx.train.rewrites._graph import NameMaker, NodeEmitter, attr, constant, rewrite_each
 
 _FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
 
@@ -33,10 +32,7 @@ def _moments(opset: int):
                                   constant(params[2], [-1] + [1] * len(axes), onnx.TensorProto.INT64)])
         nodes: list[onnx.NodeProto] = []
 
-        def add(op: str, *inputs: str, **attrs) -> str:
-            out = fresh(f"{base}/{op.lower()}")
-            nodes.append(helper.make_node(op, list(inputs), [out], name=out, **attrs))
-            return out
+        add = NodeEmitter(fresh, base, nodes)
 
         def mean(x: str) -> str:
             return add("ReduceMean", x, params[0]) if opset >= 18 else add("ReduceMean", x, axes=axes)

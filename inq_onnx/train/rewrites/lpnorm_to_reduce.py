@@ -15,7 +15,7 @@ from onnx import helper
 
 from inq_onnx.graph.passes import PassResult
 from inq_onnx.graph.tensors import default_opset
-from inq_onnx.train.rewrites._graph import NameMaker, attr, constant, rewrite_each
+from inq_onnx.train.rewrites._graph import NameMaker, NodeEmitter, attr, constant, rewrite_each
 
 
 def _norm(opset: int):
@@ -32,10 +32,7 @@ def _norm(opset: int):
         graph.initializer.append(constant(tiny, np.finfo(helper.tensor_dtype_to_np_dtype(elem_type)).tiny, elem_type))
         nodes: list[onnx.NodeProto] = []
 
-        def add(op: str, *inputs: str, **attrs) -> str:
-            out = fresh(f"{base}/{op.lower()}")
-            nodes.append(helper.make_node(op, list(inputs), [out], name=out, **attrs))
-            return out
+        add = NodeEmitter(fresh, base, nodes)
 
         x, reduce_op = node.input[0], "ReduceL2" if p == 2 else "ReduceSum"
         source = x if p == 2 else add("Abs", x)

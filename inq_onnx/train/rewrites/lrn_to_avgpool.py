@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from inq_onnx.graph.passes import PassResult
-from inq_onnx.train.rewrites._graph import NameMaker, attr, constant, rewrite_each, static_shape
+from inq_onnx.train.rewrites._graph import NameMaker, NodeEmitter, attr, constant, rewrite_each, static_shape
 
 
 def _window(graph: onnx.GraphProto, node: onnx.NodeProto, types: dict, fresh: NameMaker):
@@ -42,10 +41,7 @@ def _window(graph: onnx.GraphProto, node: onnx.NodeProto, types: dict, fresh: Na
     ])
     nodes: list[onnx.NodeProto] = []
 
-    def add(op: str, *inputs: str, **attrs) -> str:
-        out = fresh(f"{base}/{op.lower()}")
-        nodes.append(helper.make_node(op, list(inputs), [out], name=out, **attrs))
-        return out
+    add = NodeEmitter(fresh, base, nodes)
 
     x = node.input[0]
     squares = add("Reshape", add("Mul", x, x), consts[0])

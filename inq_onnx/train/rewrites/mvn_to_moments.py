@@ -13,11 +13,10 @@ rounding differs from ORT's kernel by about 1e-6 relative.
 from __future__ import annotations
 
 import onnx
-from onnx import helper
 
 from inq_onnx.graph.passes import PassResult
 from inq_onnx.graph.tensors import default_opset
-from inq_onnx.train.rewrites._graph import NameMaker, attr, constant, rewrite_each
+from inq_onnx.train.rewrites._graph import NameMaker, NodeEmitter, attr, constant, rewrite_each
 
 
 def _moments(opset: int):
@@ -33,10 +32,7 @@ def _moments(opset: int):
             graph.initializer.append(constant(axes_name, axes, onnx.TensorProto.INT64))
         nodes: list[onnx.NodeProto] = []
 
-        def add(op: str, *inputs: str, **attrs) -> str:
-            out = fresh(f"{base}/{op.lower()}")
-            nodes.append(helper.make_node(op, list(inputs), [out], name=out, **attrs))
-            return out
+        add = NodeEmitter(fresh, base, nodes)
 
         def mean(x: str) -> str:
             return add("ReduceMean", x, axes_name) if opset >= 18 else add("ReduceMean", x, axes=axes)
