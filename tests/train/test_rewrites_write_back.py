@@ -14,6 +14,7 @@ from inq_onnx.graph.weights import select_weights
 from inq_onnx.incremental import InqOptions
 from inq_onnx.options import QuantizeOptions
 from inq_onnx.train.loop import retrain
+from inq_onnx.train.params import learned_parameters
 from inq_onnx.train.options import TrainOptions
 from inq_onnx.train.rewrites import prepare_for_training
 
@@ -142,7 +143,7 @@ def _check_write_back(case: str, tmp_path):
                      options=TrainOptions(epochs_per_step=1, batch_size=2, pins=PINS.get(case, {})),
                      run_dir=tmp_path / "run")
     candidates = select_weights(model)
-    trained = {c.name for c in candidates if c.selected or (c.skip_reason or "").startswith("bias ")}
+    trained = {c.name for c in candidates if c.selected} | set(learned_parameters(model))  # weights, biases, norm params
     assert _skeleton(result.model, trained) == _skeleton(model, trained)
     before, after = _values(model), _values(result.model)
     assert {n for n in before if not np.array_equal(before[n], after[n])} <= trained
