@@ -29,6 +29,8 @@ class Progress:
             elif info["given"] and info["teacher_quantized"]:
                 click.echo("note: the --teacher model carries the inq_onnx.quantized stamp: it is not a float model",
                            err=True)
+        elif kind == "range_choice":
+            click.echo(info["summary"], err=True)
         elif kind == "complete":
             click.echo(f"the run in {info['run_dir']} is already complete: writing its result", err=True)
         elif kind == "step":

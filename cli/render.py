@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from inq_onnx.report import bias_summary, quantized_table, skipped_summary
+from inq_onnx.report import bias_summary, quantized_table, range_choice_summary, skipped_summary
 
 AGREEMENT_OK = 0.99
 
@@ -22,6 +22,8 @@ def print_quantize_job(job, verbose: bool = False) -> None:
     click.echo(f"\nquantized {len(q)} tensors ({params:,} weights) to {bits} bits; skipped {len(s)}:")
     if s:
         click.echo(skipped_summary(result, verbose))
+    if result.range_choice is not None:
+        click.echo(range_choice_summary(result.range_choice) + " (the --val samples)")
     if result.bias_correction is not None:
         click.echo(bias_summary(result.bias_correction) + " (the --val samples)")
     compact = job.output_bytes < 0.8 * job.input_bytes

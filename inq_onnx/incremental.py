@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 
 from inq_onnx.codebook_range import RangeRule, make_codebook_by, resolve_rule
+from inq_onnx.data import Samples
 from inq_onnx.errors import SidecarError
 from inq_onnx.graph.fingerprint import structure_fingerprint
 from inq_onnx.graph.passes import copy_model
@@ -51,6 +52,18 @@ def weight_sites(model: onnx.ModelProto, options: QuantizeOptions) -> dict[str, 
     return {(c.name if names.count(c.name) == 1 else f"{c.name}@{c.site.graph_path}"): c.site for c in chosen}
 
 
+def choose_ranges(model: onnx.ModelProto, options: InqOptions, branches: list[tuple[Samples, dict]]):
+    """With ``--range auto``: each weight's n1 rule judged by the outputs on the training samples
+    (``range_choice``), or None for the other rules."""
+    if options.quantize.range is not RangeRule.AUTO:
+        return None
+    from inq_onnx.range_choice import choose_rules
+
+    axes = channel_axes(model, options.quantize)
+    weights = {site: axes.get(site, ()) for site in weight_sites(model, options.quantize).values()}
+    return choose_rules(model, weights, options.quantize.bits, branches, seed=options.seed)
+
+
 def channel_axes(model: onnx.ModelProto, options: QuantizeOptions) -> dict[TensorSite, tuple[int, ...]]:
     if not options.per_channel:
         return {}
@@ -58,13 +71,15 @@ def channel_axes(model: onnx.ModelProto, options: QuantizeOptions) -> dict[Tenso
                                                            min_size=options.min_size) if c.selected and c.channel_axes}
 
 
-def start(model: onnx.ModelProto, options: InqOptions) -> Sidecar:
-    """The state before step 1: codebooks from the pre-trained weights, pruned zeros frozen."""
+def start(model: onnx.ModelProto, options: InqOptions, rules: dict[TensorSite, RangeRule] | None = None) -> Sidecar:
+    """The state before step 1: codebooks from the pre-trained weights, pruned zeros frozen.
+    ``rules`` overrides the n1 rule that ``options.quantize.range`` resolves to, per weight."""
     axes = channel_axes(model, options.quantize)
     tensors = {}
     for key, site in weight_sites(model, options.quantize).items():
         w = read_tensor(model, site)
-        rule = resolve_rule(options.quantize.range, options.quantize.bits, bool(axes.get(site)))
+        rule = (rules or {}).get(site) or resolve_rule(options.quantize.range, options.quantize.bits,
+                                                       bool(axes.get(site)))
         try:
             book = make_codebook_by(w, options.quantize.bits, axes.get(site, ()), rule)
         except ValueError:  # all zeros or not finite: nothing to learn, left as is

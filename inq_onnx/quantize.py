@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -57,6 +56,7 @@ def quantize_model(model: onnx.ModelProto, options: QuantizeOptions, *, in_place
     reports: list[TensorReport] = []
     recorded: dict[str, dict] = {}
     candidates = select_weights(out, include=options.include, exclude=options.exclude, min_size=options.min_size)
+    rules = choose_by_outputs(out, candidates, options, samples, pins)
     cal = None
     paper_range = resolve_rule(options.range, options.bits, options.per_channel) is RangeRule.PAPER
     if samples is not None and applies(options.bias_correction, paper_range=paper_range, incremental=False):
@@ -67,13 +67,25 @@ def quantize_model(model: onnx.ModelProto, options: QuantizeOptions, *, in_place
         if not candidate.selected:
             reports.append(skipped_report(candidate))
             continue
-        report = quantize_tensor(out, candidate, options, write, on_rounded=cal.rounded if cal else None)
+        rule = rules.rules.get(candidate.site) if rules else None
+        report = quantize_tensor(out, candidate, options, write, on_rounded=cal.rounded if cal else None, rule=rule)
         reports.append(report)
         if report.quantized:
             recorded[candidate.name] = {"channel_axes": list(report.channel_axes), "range": report.range_rule}
     bias = cal.apply(out, write) if cal else None
     stamp_metadata(out, options, recorded)
-    return QuantizeResult(model=out, options=options, tensors=tuple(reports), bias_correction=bias)
+    return QuantizeResult(model=out, options=options, tensors=tuple(reports), bias_correction=bias, range_choice=rules)
+
+
+def choose_by_outputs(model: onnx.ModelProto, candidates: list[Candidate], options: QuantizeOptions,
+                      samples: Samples | None, pins: dict | None):
+    """With samples and ``--range auto``: each weight's n1 rule judged by the outputs (``range_choice``)."""
+    if samples is None or RangeRule(options.range) is not RangeRule.AUTO:
+        return None
+    from inq_onnx.range_choice import choose_rules
+
+    weights = {c.site: channel_axes_for(c, options) for c in candidates if c.selected}
+    return choose_rules(model, weights, options.bits, [(samples, pins or {})])
 
 
 def channel_axes_for(candidate: Candidate, options: QuantizeOptions) -> tuple[int, ...]:
@@ -81,10 +93,11 @@ def channel_axes_for(candidate: Candidate, options: QuantizeOptions) -> tuple[in
 
 
 def quantize_tensor(model: onnx.ModelProto, candidate: Candidate, options: QuantizeOptions,
-                    write: TensorWriter = write_tensor, on_rounded=None) -> TensorReport:
+                    write: TensorWriter = write_tensor, on_rounded=None, rule: RangeRule | None = None) -> TensorReport:
+    """Round one weight; ``rule`` overrides the n1 rule that ``options.range`` resolves to."""
     w = read_tensor(model, candidate.site)
     axes = channel_axes_for(candidate, options)
-    rule = resolve_rule(options.range, options.bits, bool(axes))
+    rule = rule or resolve_rule(options.range, options.bits, bool(axes))
     try:
         book = make_codebook_by(w, options.bits, axes, rule)
     except ValueError as e:  # all zeros, NaN or Inf: nothing sensible to round

@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # only for annotations: report stays free of graph imports at
 
     from inq_onnx.calibration import BiasReport
     from inq_onnx.graph.weights import Candidate
+    from inq_onnx.range_choice import RangeChoice
     from inq_onnx.options import QuantizeOptions
 
 
@@ -48,6 +49,7 @@ class QuantizeResult:
     options: "QuantizeOptions"
     tensors: tuple[TensorReport, ...]
     bias_correction: "BiasReport | None" = None  # with samples: which layer biases were corrected
+    range_choice: "RangeChoice | None" = None  # with samples and --range auto: n1 rules judged by the outputs
 
     @property
     def quantized(self) -> tuple[TensorReport, ...]:
@@ -59,8 +61,9 @@ class QuantizeResult:
 
     def as_dict(self) -> dict:
         bias = self.bias_correction.as_dict() if self.bias_correction else None
+        choice = self.range_choice.as_dict() if self.range_choice else None
         return {"options": self.options.as_dict(), "tensors": [t.as_dict() for t in self.tensors],
-                "bias_correction": bias}
+                "bias_correction": bias, "range_choice": choice}
 
 
 def relative_error(w: np.ndarray, q: np.ndarray, block: int = 1 << 20) -> float:
@@ -133,3 +136,15 @@ def bias_summary(report: "BiasReport") -> str:
             reasons[reason] = reasons.get(reason, 0) + 1
         line += "; left alone: " + "; ".join(f"{n} x {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
     return line
+
+
+def range_choice_summary(choice: "RangeChoice") -> str:
+    """One line on the n1 rules judged by the outputs (``--range auto`` with samples)."""
+    if choice.error:
+        return f"n1 rules by output error skipped ({choice.error}): the static auto rules stand"
+    changed: dict[str, int] = {}
+    for rule in choice.changed.values():
+        changed[rule] = changed.get(rule, 0) + 1
+    moved = ", ".join(f"{n} to {r}" for r, n in sorted(changed.items())) or "none changed"
+    return (f"n1 rules judged by the outputs on {choice.samples} samples ({choice.runs} trial runs): {moved}; "
+            f"output error {choice.error_static:.3g} -> {choice.error_chosen:.3g}")

@@ -23,13 +23,12 @@ import onnx
 from inq_onnx.bias_correction import applies
 from inq_onnx.calibration import correct_step
 from inq_onnx.data import Samples, branch_label, pin_combinations, pinned_values
-from inq_onnx.errors import Interrupted, SidecarError
-from inq_onnx.graph.fingerprint import structure_fingerprint
-from inq_onnx.incremental import InqOptions, check_sidecar, partition_step, quantized_share, start, weight_sites
+from inq_onnx.errors import Interrupted
+from inq_onnx.incremental import InqOptions, partition_step, quantized_share, weight_sites
+from inq_onnx.incremental import start as static_start
 from inq_onnx.optim import MaskedAdamW, MaskedSGD
 from inq_onnx.quantize import quantize_model
 from inq_onnx.schedule import LRDecay, LRSchedule
-from inq_onnx.sidecar import check_compatible
 from inq_onnx.train.checkpoint import Checkpoint, Progress, load_checkpoint, save_checkpoint
 from inq_onnx.train.evaluate import evaluate_branches
 from inq_onnx.train.lr_search import (DIVERGED_FACTOR, MAX_RETRIES, GuardState, HeldOutLoss, Trial, capped,
@@ -41,6 +40,7 @@ from inq_onnx.train.params import ParamMap
 from inq_onnx.train.pause import pause_point
 from inq_onnx.train.run_log import LOG, append_line, read_log
 from inq_onnx.train.branch_samples import held_out, per_branch
+from inq_onnx.train.resume import check_resumable, first_checkpoint
 from inq_onnx.train.setup import LossNotFinite, TrainingSetup, build_setups, check_fits
 from inq_onnx.train.teacher import check_teacher, is_quantized, teacher_fingerprint
 
@@ -87,9 +87,7 @@ def retrain(model: onnx.ModelProto, train: Samples | Sequence[Samples], *, inq: 
                          "teacher_quantized": is_quantized(teacher if teacher is not None else model)})
     teacher = model if teacher is None else teacher
     ckpt = load_checkpoint(run_dir)
-    if ckpt is None:
-        ckpt = Checkpoint(model, start(model, inq), Progress(trained=True, options=run_options), None)
-    else:
+    if ckpt is not None:
         check_resumable(model, ckpt, inq, run_options, run_dir)
         if ckpt.progress.trained and ckpt.sidecar.step == len(ckpt.sidecar.schedule) - 1:
             on_event("complete", {"run_dir": str(run_dir)})
@@ -103,20 +101,13 @@ def retrain(model: onnx.ModelProto, train: Samples | Sequence[Samples], *, inq: 
                 check_fits(teacher, s, pinned_values(model, combo))
     split = [held_out(t, v, options, inq.seed) for t, v in zip(trains, vals)]
     trains, judges = [s[0] for s in split], [s[1] for s in split]
-    setups = build_setups(model, trains, ckpt.sidecar, options, run_dir, teacher)
+    setups = build_setups(model, trains, ckpt.sidecar if ckpt else static_start(model, inq), options, run_dir, teacher)
+    if ckpt is None:  # once the options are known to build: the n1 choice runs the model many times
+        ckpt = first_checkpoint(model, inq, [(t, pinned_values(model, c)) for t, c in zip(trains, combos)],
+                                run_options, on_event)
     figures_on = [v if v is not None else j for v, j in zip(vals, judges)]
     loop = Loop(teacher, setups, inq, options, run_dir, figures_on, on_event, judges=judges)
     return loop.run(ckpt)
-
-
-def check_resumable(model, ckpt: Checkpoint, inq: InqOptions, run_options: dict, run_dir: Path) -> None:
-    check_compatible(ckpt.sidecar, fingerprint=structure_fingerprint(model), bits=inq.quantize.bits,
-                     schedule=inq.schedule, strategy=inq.strategy, seed=inq.seed, source=str(run_dir))
-    if ckpt.progress.options != run_options:
-        changed = sorted(k for k in run_options if run_options[k] != (ckpt.progress.options or {}).get(k))
-        raise SidecarError(f"the run in {run_dir} was started with other options ({', '.join(changed)})",
-                           f"run with the same options to resume, or delete {run_dir} to start over")
-    check_sidecar(ckpt.model, ckpt.sidecar, inq, str(run_dir))
 
 
 class Loop:
