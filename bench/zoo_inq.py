@@ -1,7 +1,8 @@
 """Full INQ over the model zoo of ../shared/models with default options: the recovery table.
 
 For each model and bit-width: the float model's score, one-shot rounding (`inq-onnx quantize
-MODEL --bits B`), full INQ with default options (`--data TRAIN` only, plus `--pin` where the
+MODEL --bits B`, and with the training data as `--val`, which lets `--range auto` judge each n1
+rule by the outputs and corrects biases), full INQ with default options (`--data TRAIN` only, plus `--pin` where the
 model needs one), and optionally the same with other flags (`--variant NAME=FLAGS`, e.g. the
 old defaults `--variant lr0.01="--lr 0.01"`), with the wall time of each command. Every
 command is the CLI as a user runs it, in a child process; scores are computed here, outside the
@@ -223,6 +224,9 @@ def measure(name: str, bits: int, variants: dict[str, list[str]], work: Path, lo
     one_shot = work / f"{name}.b{bits}.oneshot.onnx"
     seconds = run_cli(["quantize", str(model), "--bits", str(bits), "-o", str(one_shot), *pins, "-q"], log)
     row["one-shot"] = {**case.score(ref, outputs_of(case, one_shot)), "seconds": round(seconds, 1)}
+    seconds = run_cli(["quantize", str(model), "--bits", str(bits), "--val", str(train), "-o", str(one_shot), *pins,
+                       "-q"], log)
+    row["one-shot --val"] = {**case.score(ref, outputs_of(case, one_shot)), "seconds": round(seconds, 1)}
     for label, flags in {"default": [], **variants}.items():
         out = work / f"{name}.b{bits}.{label}.onnx"
         args = ["quantize", str(model), "--bits", str(bits), "--data", str(train), "-o", str(out), *pins, *flags, "-q"]
@@ -244,7 +248,7 @@ def cell(figures: dict, show: tuple[str, ...]) -> str:
 
 
 def table(rows: list[dict], variants: list[str]) -> str:
-    columns = ["one-shot", "default", *variants]
+    columns = ["one-shot", "one-shot --val", "default", *variants]
     lines = ["| model | data | bits | float | " + " | ".join(columns) + " |",
              "|---|---|---|---|" + "---|" * len(columns)]
     for r in rows:

@@ -57,11 +57,11 @@ def choose_ranges(model: onnx.ModelProto, options: InqOptions, branches: list[tu
     (``range_choice``), or None for the other rules."""
     if options.quantize.range is not RangeRule.AUTO:
         return None
-    from inq_onnx.range_choice import choose_rules
+    from inq_onnx.range_choice import choose_rules, output_judge
 
     axes = channel_axes(model, options.quantize)
     weights = {site: axes.get(site, ()) for site in weight_sites(model, options.quantize).values()}
-    return choose_rules(model, weights, options.quantize.bits, branches, seed=options.seed)
+    return choose_rules(model, weights, options.quantize.bits, output_judge(model, branches, seed=options.seed))
 
 
 def channel_axes(model: onnx.ModelProto, options: QuantizeOptions) -> dict[TensorSite, tuple[int, ...]]:

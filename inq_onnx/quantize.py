@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import onnx
 
 from inq_onnx import __version__, codebook
-from inq_onnx.bias_correction import applies
+from inq_onnx.bias_correction import BiasCorrection, applies
 from inq_onnx.codebook_range import RangeRule, make_codebook_by, resolve_rule
 from inq_onnx.data import Samples
 from inq_onnx.graph.io import load_model
@@ -23,6 +24,9 @@ from inq_onnx.graph.tensors import TensorSite, read_tensor, write_tensor
 from inq_onnx.graph.weights import Candidate, select_weights
 from inq_onnx.options import QuantizeOptions
 from inq_onnx.report import QuantizeResult, TensorReport, skipped_report, tensor_report
+
+if TYPE_CHECKING:
+    from inq_onnx.calibration import BiasReport
 
 METADATA_KEY = "inq_onnx.quantized"
 """Values rounded at once: the codebook's float64 temporaries stay ~100 MB for any tensor size."""
@@ -46,20 +50,25 @@ def quantize(model: onnx.ModelProto | str | os.PathLike, *, bits: int = 4, per_c
 
 def quantize_model(model: onnx.ModelProto, options: QuantizeOptions, *, in_place: bool = False,
                    write: TensorWriter = write_tensor, samples: Samples | None = None,
-                   pins: dict | None = None) -> QuantizeResult:
+                   pins: dict | None = None, rules: dict[TensorSite, RangeRule] | None = None) -> QuantizeResult:
     """Quantize a copy of ``model`` (or ``model`` itself when ``in_place``: no second copy of a
     large model); ``write`` puts each new tensor in place (``graph.io.ModelWriter.write_tensor``
     streams it into the output's external data instead). With ``samples`` (and
     ``options.bias_correction``), each layer's bias is corrected for the mean output shift its
-    rounding causes, measured on those samples (``calibration``)."""
+    rounding causes, measured on those samples (``calibration``). ``rules``: the n1 rule of each
+    weight, fixed (e.g. those a retraining run chose); otherwise ``--range auto`` with samples
+    judges them by the outputs."""
     out = model if in_place else copy_model(model)
     reports: list[TensorReport] = []
     recorded: dict[str, dict] = {}
     candidates = select_weights(out, include=options.include, exclude=options.exclude, min_size=options.min_size)
-    rules = choose_by_outputs(out, candidates, options, samples, pins)
+    judge = judge_for(out, options, samples, pins)
+    choice = choose_by_outputs(out, candidates, options, judge) if rules is None else None
+    rules = choice.rules if choice is not None else rules or {}
     cal = None
     paper_range = resolve_rule(options.range, options.bits, options.per_channel) is RangeRule.PAPER
-    if samples is not None and applies(options.bias_correction, paper_range=paper_range, incremental=False):
+    judged = not isinstance(judge, (str, type(None))) and options.bias_correction is BiasCorrection.AUTO
+    if samples is not None and (judged or applies(options.bias_correction, paper_range=paper_range, incremental=False)):
         from inq_onnx.calibration import calibrate
 
         cal = calibrate(out, [c.site for c in candidates if c.selected], samples, pins=pins)
@@ -67,25 +76,53 @@ def quantize_model(model: onnx.ModelProto, options: QuantizeOptions, *, in_place
         if not candidate.selected:
             reports.append(skipped_report(candidate))
             continue
-        rule = rules.rules.get(candidate.site) if rules else None
+        rule = rules.get(candidate.site)
         report = quantize_tensor(out, candidate, options, write, on_rounded=cal.rounded if cal else None, rule=rule)
         reports.append(report)
         if report.quantized:
             recorded[candidate.name] = {"channel_axes": list(report.channel_axes), "range": report.range_rule}
-    bias = cal.apply(out, write) if cal else None
+    bias = correct_biases(cal, out, write, judge if judged else None) if cal else None
     stamp_metadata(out, options, recorded)
-    return QuantizeResult(model=out, options=options, tensors=tuple(reports), bias_correction=bias, range_choice=rules)
+    return QuantizeResult(model=out, options=options, tensors=tuple(reports), bias_correction=bias, range_choice=choice)
 
 
-def choose_by_outputs(model: onnx.ModelProto, candidates: list[Candidate], options: QuantizeOptions,
-                      samples: Samples | None, pins: dict | None):
-    """With samples and ``--range auto``: each weight's n1 rule judged by the outputs (``range_choice``)."""
-    if samples is None or RangeRule(options.range) is not RangeRule.AUTO:
+def judge_for(model: onnx.ModelProto, options: QuantizeOptions, samples: Samples | None, pins: dict | None):
+    """With samples, what judges n1 rules and bias correction by the outputs (``range_choice``):
+    an OutputJudge, or why there is none; None where nothing is to be judged."""
+    auto = RangeRule(options.range) is RangeRule.AUTO or options.bias_correction is BiasCorrection.AUTO
+    if samples is None or not auto:
+        return None
+    from inq_onnx.range_choice import output_judge
+
+    return output_judge(model, [(samples, pins or {})])
+
+
+def choose_by_outputs(model: onnx.ModelProto, candidates: list[Candidate], options: QuantizeOptions, judge):
+    """With a judge and ``--range auto``: each weight's n1 rule judged by the outputs."""
+    if judge is None or RangeRule(options.range) is not RangeRule.AUTO:
         return None
     from inq_onnx.range_choice import choose_rules
 
     weights = {c.site: channel_axes_for(c, options) for c in candidates if c.selected}
-    return choose_rules(model, weights, options.bits, [(samples, pins or {})])
+    return choose_rules(model, weights, options.bits, judge)
+
+
+def correct_biases(cal, model: onnx.ModelProto, write: TensorWriter, judge) -> "BiasReport":
+    """Apply bias correction; with a ``judge``, only if it lowers the output error on its samples
+    (on top of n1 rules chosen by the outputs it often does not)."""
+    if judge is None:
+        return cal.apply(model, write)
+    try:
+        plain = judge.error(model)
+        trial = copy_model(model)
+        report = cal.apply(trial)
+        corrected = judge.error(trial)
+    except Exception:  # noqa: BLE001 - the judge ran this model before; if ORT now fails, correct as without one
+        return cal.apply(model, write)
+    if corrected < plain:
+        return cal.apply(model, write)
+    return replace(report, corrected=(), created=(),
+                   error=f"it did not lower the output error on {judge.samples} samples ({plain:.3g} -> {corrected:.3g})")
 
 
 def channel_axes_for(candidate: Candidate, options: QuantizeOptions) -> tuple[int, ...]:

@@ -32,7 +32,7 @@ from inq_onnx.graph.passes import copy_model
 from inq_onnx.graph.tensors import TensorSite, read_tensor, write_tensor
 from inq_onnx.runtime import first_line, session
 
-__all__ = ["SEARCH_SAMPLES", "RULES", "RangeChoice", "choose_rules", "output_error"]
+__all__ = ["SEARCH_SAMPLES", "RULES", "RangeChoice", "OutputJudge", "output_judge", "choose_rules", "output_error"]
 
 SEARCH_SAMPLES = 64  # a seeded random subset: sample files are often sorted by class
 SEARCH_VALUES = 1 << 22  # fewer samples where they are large (photos): each trial stays one short run
@@ -91,8 +91,8 @@ def canonical(by_rule: dict[RangeRule, np.ndarray], rule: RangeRule, static: Ran
 class OutputJudge:
     """The float model's outputs on fixed feeds, and the error of a model against them."""
 
-    def __init__(self, model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]):
-        self.feeds = feeds
+    def __init__(self, model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], samples: int):
+        self.feeds, self.samples = feeds, samples
         sess = session(model)
         self.names = [o.name for o in sess.get_outputs() if o.type.startswith("tensor(float") or o.type == "tensor(double)"]
         self.reference = [sess.run(self.names, f) for f in feeds]
@@ -122,23 +122,34 @@ def best_uniform(judge: OutputJudge, work: onnx.ModelProto, options: dict, stati
     return chosen, best
 
 
-def choose_rules(model: onnx.ModelProto, weights: dict[TensorSite, tuple[int, ...]], bits: int,
-                 branches: list[tuple[Samples, dict]], *, limit: int = SEARCH_SAMPLES, seed: int = 0) -> RangeChoice:
-    """The n1 rule of every weight in ``weights`` (site -> channel axes, () per tensor) for ``bits``
-    bits, chosen by the outputs of ``model`` on at most ``limit`` samples of each branch (samples
-    and the pinned inputs they go with). Weights that cannot be rounded (all zero, not finite)
-    keep the static rule; so does every weight when the model cannot be run (``error`` says why)."""
-    static = {site: resolve_rule(RangeRule.AUTO, bits, bool(axes)) for site, axes in weights.items()}
+def output_judge(model: onnx.ModelProto, branches: list[tuple[Samples, dict]], *, limit: int = SEARCH_SAMPLES,
+                 seed: int = 0) -> OutputJudge | str:
+    """A judge on at most ``limit`` samples of each branch (samples and the pinned inputs they go
+    with; fewer where samples are large), or why there can be none."""
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer) \
+            or tensor_bytes(model) > PROTOBUF_LIMIT:
+        return "the model has external data or is over 2 GB (every trial would copy it whole into ONNX Runtime)"
     feeds, count = [], 0
     for samples, pins in branches:
         size = sum(int(np.prod(v.shape[1:], dtype=np.int64)) for v in samples.inputs.values())
         index = np.sort(np.random.default_rng(seed).permutation(len(samples))[:min(limit, max(1, SEARCH_VALUES // size))])
         feeds += [{**samples.take(index[s:s + BATCH]), **pins} for s in range(0, len(index), BATCH)]
         count += len(index)
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer) \
-            or tensor_bytes(model) > PROTOBUF_LIMIT:
-        return RangeChoice(static, count, error="the model has external data or is over 2 GB "
-                                                "(every trial would copy it whole into ONNX Runtime)")
+    try:
+        return OutputJudge(model, feeds, count)
+    except Exception as e:  # ORT's own errors are untyped
+        return f"the model could not be run on the samples: {first_line(e)}"
+
+
+def choose_rules(model: onnx.ModelProto, weights: dict[TensorSite, tuple[int, ...]], bits: int,
+                 judge: OutputJudge | str) -> RangeChoice:
+    """The n1 rule of every weight in ``weights`` (site -> channel axes, () per tensor) for ``bits``
+    bits, chosen by ``judge`` (see :func:`output_judge`; a string: why there is none). Weights that
+    cannot be rounded (all zero, not finite) keep the static rule; so does every weight when the
+    model cannot be run (``error`` says why)."""
+    static = {site: resolve_rule(RangeRule.AUTO, bits, bool(axes)) for site, axes in weights.items()}
+    if isinstance(judge, str):
+        return RangeChoice(static, error=judge)
     work = copy_model(model)
     options: dict[TensorSite, dict[RangeRule, np.ndarray]] = {}
     for site, axes in weights.items():
@@ -152,8 +163,8 @@ def choose_rules(model: onnx.ModelProto, weights: dict[TensorSite, tuple[int, ..
             same = next((r for r in by_rule if np.array_equal(books[r].n1, books[rule].n1)), None)
             by_rule[rule] = by_rule[same] if same is not None else rounded(w, books[rule])
         write_tensor(work, site, options[site][static[site]])
+    runs = judge.runs
     try:
-        judge = OutputJudge(model, feeds)
         before = judge.error(work)
         chosen, best = best_uniform(judge, work, options, static, before)
         for site, by_rule in options.items():
@@ -166,8 +177,8 @@ def choose_rules(model: onnx.ModelProto, weights: dict[TensorSite, tuple[int, ..
                     best, chosen[site] = err, rule
             write_tensor(work, site, by_rule[chosen[site]])
     except Exception as e:  # ORT's own errors are untyped; the static rules then stand, and it is said
-        return RangeChoice(static, count, error=f"the model could not be run on the samples: {first_line(e)}")
+        return RangeChoice(static, judge.samples, error=f"the model could not be run on the samples: {first_line(e)}")
     chosen = {site: canonical(options[site], rule, static[site]) if site in options else rule
               for site, rule in chosen.items()}
     changed = {site.name: rule.value for site, rule in chosen.items() if rule is not static[site]}
-    return RangeChoice(chosen, count, judge.runs, before, best, changed)
+    return RangeChoice(chosen, judge.samples, judge.runs - runs, before, best, changed)

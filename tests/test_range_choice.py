@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from inq_onnx.codebook_range import RangeRule
 from inq_onnx.data import Samples
 from inq_onnx.graph.tensors import TensorSite
 from inq_onnx.incremental import InqOptions, choose_ranges, start
 from inq_onnx.options import QuantizeOptions
-from inq_onnx.quantize import quantize_model
-from inq_onnx.range_choice import choose_rules, output_error
+from inq_onnx.calibration import calibrate
+from inq_onnx.graph.tensors import write_tensor
+from inq_onnx.quantize import correct_biases, quantize_model
+from inq_onnx.range_choice import choose_rules, output_error, output_judge
 from inq_onnx.report import range_choice_summary
 from inq_onnx.train.resume import first_checkpoint
-from tests.conftest import make_model, tensor
+from tests.conftest import conv_gemm_model, make_model, tensor
 
 F = TensorProto.FLOAT
 W = TensorSite("w", (), "initializer")
@@ -46,7 +48,8 @@ def test_output_error_is_the_mean_square_difference_over_each_outputs_mean_squar
 
 
 def test_an_outlier_on_an_input_that_is_always_zero_is_clamped():
-    choice = choose_rules(outlier_model(), {W: ()}, 4, [(samples(live_first_input=False), {})])
+    model = outlier_model()
+    choice = choose_rules(model, {W: ()}, 4, output_judge(model, [(samples(live_first_input=False), {})]))
     assert choice.error is None and choice.samples == 48
     assert choice.rules[W] in (RangeRule.MSE, RangeRule.MAE)  # the paper's n1 follows the outlier and zeroes the rest
     assert choice.changed == {"w": choice.rules[W].value}
@@ -54,7 +57,8 @@ def test_an_outlier_on_an_input_that_is_always_zero_is_clamped():
 
 
 def test_an_outlier_that_carries_the_output_keeps_the_papers_range():
-    choice = choose_rules(outlier_model(outlier=14.0), {W: ()}, 4, [(samples(live_first_input=True), {})])
+    model = outlier_model(outlier=14.0)
+    choice = choose_rules(model, {W: ()}, 4, output_judge(model, [(samples(live_first_input=True), {})]))
     assert choice.rules[W] is RangeRule.PAPER and choice.changed == {}
     assert choice.error_chosen == choice.error_static
 
@@ -74,7 +78,8 @@ def test_one_shot_with_samples_records_the_chosen_rule_and_is_deterministic():
 
 def test_a_model_that_cannot_run_on_the_samples_keeps_the_static_rules_and_says_why():
     wrong = Samples({"x": np.zeros((4, 5), np.float32)}, None, "test")  # 5 features, the model takes 32
-    choice = choose_rules(outlier_model(), {W: ()}, 4, [(wrong, {})])
+    model = outlier_model()
+    choice = choose_rules(model, {W: ()}, 4, output_judge(model, [(wrong, {})]))
     assert choice.rules == {W: RangeRule.PAPER} and choice.runs == 0
     assert choice.error.startswith("the model could not be run on the samples")
     assert "static auto rules stand" in range_choice_summary(choice)
@@ -91,3 +96,45 @@ def test_full_inq_starts_from_the_chosen_rules_and_says_so():
     assert [k for k, _ in events] == ["range_choice"] and events[0][1]["summary"].startswith("n1 rules judged")
     paper = InqOptions(quantize=QuantizeOptions(bits=4, range="paper"))
     assert choose_ranges(model, paper, [(s, {})]) is None
+
+
+def test_samples_are_fewer_where_each_is_large():
+    model = outlier_model()
+    assert output_judge(model, [(samples(False, n=100), {})]).samples == 64
+    big = Samples({"x": np.zeros((8, 32), np.float32)}, None, "test")
+    assert output_judge(model, [(big, {}), (big, {})]).samples == 16  # every branch counts
+    assert output_judge(model, [(big, {})], limit=3).samples == 3
+
+
+class ScriptedJudge:
+    """Says the corrected model's output error is ``corrected`` and any other model's ``plain``."""
+
+    samples = 40
+
+    def __init__(self, plain: float, corrected: float):
+        self.plain, self.corrected, self.seen = plain, corrected, []
+
+    def error(self, model) -> float:
+        b = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "fc.b"))
+        self.seen.append(b.copy())
+        return self.plain if len(self.seen) == 1 else self.corrected
+
+
+@pytest.mark.parametrize("plain, corrected, kept", [(1.0, 0.5, True), (0.5, 1.0, False), (0.5, 0.5, False)])
+def test_bias_correction_with_a_judge_is_kept_only_where_it_lowers_the_output_error(plain, corrected, kept):
+    model = conv_gemm_model()
+    s = Samples({"x": np.random.default_rng(0).random((40, 2, 5, 5)).astype(np.float32)}, None, "test")
+    options = QuantizeOptions(bits=3, exclude=("conv.w",))
+    out = quantize_model(model, QuantizeOptions(bits=3, exclude=("conv.w",), bias_correction="off")).model
+    cal = calibrate(model, [TensorSite("fc.w", (), "initializer")], s)
+    cal.rounded(TensorSite("fc.w", (), "initializer"), numpy_helper.to_array(model.graph.initializer[2]),
+                numpy_helper.to_array(out.graph.initializer[2]))
+    judge = ScriptedJudge(plain, corrected)
+    before = numpy_helper.to_array(out.graph.initializer[3]).copy()
+    report = correct_biases(cal, out, write_tensor, judge)
+    after = numpy_helper.to_array(out.graph.initializer[3])
+    assert not np.array_equal(judge.seen[0], judge.seen[1])  # the trial was the corrected model
+    assert np.array_equal(after, judge.seen[1]) is kept and np.array_equal(after, before) is not kept
+    assert report.corrected == (("fc.w",) if kept else ())
+    assert (report.error is None) is kept and (kept or "did not lower the output error on 40 samples" in report.error)
+    assert quantize_model(model, options, samples=s).bias_correction is not None  # a real judge decides too

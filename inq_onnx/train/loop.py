@@ -135,7 +135,7 @@ class Loop:
     def run(self, ckpt: Checkpoint) -> RunResult:
         resumed = ckpt.optimizer is not None or ckpt.sidecar.step >= 0
         if any(v is not None for v in self.vals) and ckpt.sidecar.step < 0:
-            self.record(-1, 0.0, None, self.baseline(), 0.0)
+            self.record(-1, 0.0, None, self.baseline(ckpt.sidecar), 0.0)
         previous = signal.signal(signal.SIGINT, self.request_stop)
         try:
             while True:
@@ -153,11 +153,14 @@ class Loop:
         finally:
             signal.signal(signal.SIGINT, previous)
 
-    def baseline(self) -> dict:
-        """The float model's figures, and the one-shot model's (what retraining has to beat)."""
+    def baseline(self, sidecar) -> dict:
+        """The float model's figures, and the one-shot model's on the run's codebooks (what
+        retraining has to beat)."""
         started = time.monotonic()
         figures = self.validate(self.reference)
-        one_shot = quantize_model(self.reference, self.inq.quantize).model
+        sites = weight_sites(self.reference, self.inq.quantize)
+        rules = {sites[k]: t.range_rule for k, t in sidecar.tensors.items() if k in sites}
+        one_shot = quantize_model(self.reference, self.inq.quantize, rules=rules).model
         figures.update({f"one_shot_{k}": v for k, v in self.validate(one_shot).items()
                         if k not in ("float_accuracy", "val_samples", "branches")})
         figures["val_source"] = "; ".join(dict.fromkeys(v.source for v in self.vals if v is not None))

@@ -162,15 +162,23 @@ def test_bias_correction_uses_the_val_samples_and_says_so(tmp_path):
     assert before.keys() == after.keys() and any(before[k] != after[k] for k in before if "bias" in k)
 
 
-def test_bias_correction_is_off_by_default_where_the_least_error_range_is_used(tmp_path):
+def test_bias_correction_by_default_is_kept_only_where_it_lowers_the_output_error(tmp_path):
     digits = np.load(FIXTURE.parent / "digits.npz")
     val = tmp_path / "val.npz"
     np.savez(val, input=digits["x_test"].astype(np.float32) / 16.0, labels=digits["y_test"])
-    for args, corrected in ((["--bits", "3"], False), (["--bits", "3", "--per-channel"], True),
-                            (["--bits", "3", "--range", "paper"], True), (["--bits", "2", "--bias-correction", "on"], True)):
+    for args, kept in ((["--bits", "3"], True), (["--bits", "2"], False), (["--bits", "2", "--bias-correction", "on"], True),
+                       (["--bits", "2", "--bias-correction", "off"], None)):
         proc = run("quantize", FIXTURE, *args, "--val", val, "-o", tmp_path / "q.onnx", "--json")
         assert proc.returncode == 0, proc.stderr
-        assert (json.loads(proc.stdout)["bias_correction"] is not None) == corrected, args
+        report = json.loads(proc.stdout)["bias_correction"]
+        if kept is None:
+            assert report is None, args
+            continue
+        assert (len(report["corrected"]) == 4) is kept, args
+        assert kept or report["error"].startswith("it did not lower the output error on 64 samples"), args
+    proc = run("quantize", FIXTURE, "--bits", "2", "--val", val, "-o", tmp_path / "q.onnx")
+    assert "bias correction skipped: it did not lower the output error" in proc.stdout
+    assert "n1 rules judged by the outputs on 64 samples" in proc.stdout
 
 
 @pytest.mark.training
