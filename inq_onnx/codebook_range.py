@@ -16,7 +16,9 @@ silero-vad per tensor (speech-decision agreement at 4 bits 0.30 -> 0.99 for sile
 0.29 -> 0.97 for silero_vad, where a few outliers hold most of each encoder tensor's norm) but
 lost to MSE or PAPER on the CNNs and the ViT.
 
-AUTO (the default): MSE at 2 bits, and at 3 bits for per-tensor codebooks; PAPER otherwise.
+AUTO (the default): without samples, MSE at 2 bits, and at 3 bits for per-tensor codebooks;
+PAPER otherwise (``resolve_rule``). With samples, each weight's rule is judged by the model's
+outputs instead, starting from these (``range_choice``).
 That is where MSE won on the zoo of ../shared/models (one-shot agreement with the float model,
 or output SQNR, bench/zoo_fidelity.py --range paper mse): at 3 bits per channel and at 4 bits it
 lost as often as it won, and at 5 bits the two rules almost always give the same n1. Weight
@@ -50,7 +52,7 @@ class RangeRule(enum.Enum):
     PAPER = "paper"  # n1 from max|W| (the paper)
     MSE = "mse"  # n1 with the least squared rounding error, outliers clamped
     MAE = "mae"  # n1 with the least absolute rounding error (clamps outliers more readily)
-    AUTO = "auto"  # MSE where it won on the zoo (see the module docstring), else PAPER
+    AUTO = "auto"  # by the outputs with samples (range_choice); else MSE where it won on the zoo, else PAPER
 
 
 def resolve_rule(rule: RangeRule | str, bits: int, per_channel: bool) -> RangeRule:
