@@ -54,14 +54,16 @@ def weight_sites(model: onnx.ModelProto, options: QuantizeOptions) -> dict[str, 
 
 def choose_ranges(model: onnx.ModelProto, options: InqOptions, branches: list[tuple[Samples, dict]]):
     """With ``--range auto``: each weight's n1 rule judged by the outputs on the training samples
-    (``range_choice``), or None for the other rules."""
+    (``range_choice``; only rules that clamp at least as hard as the static one), or None for
+    the other rules."""
     if options.quantize.range is not RangeRule.AUTO:
         return None
     from inq_onnx.range_choice import choose_rules, output_judge
 
     axes = channel_axes(model, options.quantize)
     weights = {site: axes.get(site, ()) for site in weight_sites(model, options.quantize).values()}
-    return choose_rules(model, weights, options.quantize.bits, output_judge(model, branches, seed=options.seed))
+    return choose_rules(model, weights, options.quantize.bits, output_judge(model, branches, seed=options.seed),
+                        clamp_only=True)
 
 
 def channel_axes(model: onnx.ModelProto, options: QuantizeOptions) -> dict[TensorSite, tuple[int, ...]]:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from inq_onnx.codebook_range import RangeRule
+from inq_onnx.codebook_range import RangeRule, make_codebook_by
 from inq_onnx.data import Samples
 from inq_onnx.graph.tensors import TensorSite
 from inq_onnx.incremental import InqOptions, choose_ranges, start
@@ -138,3 +138,14 @@ def test_bias_correction_with_a_judge_is_kept_only_where_it_lowers_the_output_er
     assert report.corrected == (("fc.w",) if kept else ())
     assert (report.error is None) is kept and (kept or "did not lower the output error on 40 samples" in report.error)
     assert quantize_model(model, options, samples=s).bias_correction is not None  # a real judge decides too
+
+
+def test_before_retraining_only_rules_that_clamp_harder_are_tried():
+    model = outlier_model(outlier=14.0)  # an outlier that carries the output, at 3 bits: static mse clamps it
+    s = samples(live_first_input=True)
+    free = choose_rules(model, {W: ()}, 3, output_judge(model, [(s, {})]))
+    clamp = choose_rules(model, {W: ()}, 3, output_judge(model, [(s, {})]), clamp_only=True)
+    assert free.rules[W] is RangeRule.PAPER  # one-shot error prefers keeping the largest weights
+    assert clamp.rules[W] in (RangeRule.MSE, RangeRule.MAE) and clamp.runs < free.runs
+    w = numpy_helper.to_array(model.graph.initializer[0])
+    assert make_codebook_by(w, 3, (), clamp.rules[W]).n1 <= make_codebook_by(w, 3, (), RangeRule.MSE).n1
