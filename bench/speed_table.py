@@ -6,7 +6,8 @@
   2  its peak RSS (VmHWM) / the file size, as is and net of the process's RSS before the work
   3  compact export (4 b) of the same model: ONNX Runtime session creation / the float model's
   4  the same on 320n at 2, 3, 4 and 5 bits
-  5  file size float / compact on lenet5_mnist and resnet8_mnist at 4 bits
+  5  file size float (the quantized model as saved) / compact on lenet5_mnist and resnet8_mnist at
+     4 bits, and the unpack function(s) used (``Unpack4r3``: radix fields, 3 codes in 10 bits)
   6  one training step through our artifacts (forward, backward and our masked SGD) / one PyTorch
      CPU step (forward, backward, SGD with momentum) on lenet5_mnist, batch 64; and the share of
      a short full-INQ run spent outside ONNX Runtime's forward/backward (partition, masking,
@@ -151,7 +152,8 @@ def row_five(folder: Path) -> list[tuple[int, str, str]]:
         quantized = inq_onnx.quantize(str(SHARED / "models" / f"{name}.onnx"), bits=4).model
         float_path, compact_path = compact_pair(quantized, folder, name)
         f, c = float_path.stat().st_size, compact_path.stat().st_size
-        cells.append(f"{name} {f / c:.2f}x ({f:,} B -> {c:,} B)")
+        ops = ", ".join(fn.name for fn in onnx.load(str(compact_path)).functions)
+        cells.append(f"{name} {f / c:.2f}x ({f:,} B -> {c:,} B, {ops})")
     return [(5, "file size float / compact at 4 b", "; ".join(cells))]
 
 

@@ -127,19 +127,31 @@ def quantize(w: np.ndarray, codebook: Codebook) -> np.ndarray:
     w = np.asarray(w)
     n2 = codebook.n2
     if w.dtype == np.float32 and w.size and int(n2.min()) - 1 >= -126:
-        # The same Eq. 4 on float32's bit pattern (no float64 copy): for a normal |w| with
-        # exponent field E and mantissa field M, floor(log2(4|w|/3)) = E - 127 + (M >= 2^22), and
-        # |w| < 2^(n2-1) compares as the bit patterns do. Subnormals take the float64 path below.
         bits = w.view(np.uint32)
-        magnitude = bits & np.uint32(0x7FFFFFFF)
-        if not np.any((magnitude != 0) & (magnitude < np.uint32(0x00800000))):
-            k = (magnitude >> np.uint32(23)).astype(np.int32) - 127 + (magnitude & np.uint32(0x7FFFFF) >= 0x400000)
-            k = np.clip(k, n2.astype(np.int32), codebook.n1.astype(np.int32))
-            out = ((k + 127).astype(np.uint32) << np.uint32(23)) | (bits & np.uint32(0x80000000))
-            zero = magnitude < ((n2 - 1 + 127).astype(np.uint32) << np.uint32(23))
-            return np.where(zero, np.uint32(0), out).astype(np.uint32).view(np.float32)
+        magnitude = np.bitwise_and(bits, np.uint32(0x7FFFFFFF), out=np.empty_like(bits))
+        if not np.any(magnitude - np.uint32(1) < np.uint32(0x007FFFFF)):  # no subnormal (0 wraps round)
+            return _quantize_float32_bits(bits, magnitude, codebook)
     sign, k = round_exponents(w, codebook)
     return (sign * np.ldexp(1.0, k)).astype(w.dtype)
+
+
+def _quantize_float32_bits(bits: np.ndarray, magnitude: np.ndarray, codebook: Codebook) -> np.ndarray:
+    """Eq. 4 on float32's bit pattern, for normal and zero values (``magnitude`` is consumed).
+
+    For |w| with exponent field E and mantissa field M, floor(log2(4|w|/3)) = E - 127 + (M >= 2^22):
+    adding 2^22 to the pattern carries into E exactly then, and clearing M leaves 2^k. Clamping
+    to [2^n2, 2^n1] and |w| < 2^(n2-1) (-> +0) compare as the bit patterns do.
+    """
+    def pattern(n: np.ndarray) -> np.ndarray:
+        return ((n + 127).astype(np.uint32) << np.uint32(23)).astype(np.uint32)
+
+    zero = magnitude < pattern(codebook.n2 - 1)
+    out = np.add(magnitude, np.uint32(0x00400000), out=magnitude)
+    np.bitwise_and(out, np.uint32(0x7F800000), out=out)
+    np.clip(out, pattern(codebook.n2), pattern(codebook.n1), out=out)
+    np.bitwise_or(out, bits & np.uint32(0x80000000), out=out)
+    out[zero] = 0
+    return out.view(np.float32)
 
 
 def encode(q: np.ndarray, codebook: Codebook) -> np.ndarray:

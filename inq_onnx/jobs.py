@@ -80,10 +80,11 @@ def quantize_file(model_path: str | os.PathLike, output: str | os.PathLike | Non
                   compact: bool = False, pins: dict | None = None) -> QuantizeJob:
     """Load, quantize one-shot, save atomically, then verify (and measure fidelity on samples).
 
-    The loaded model is quantized in place; with external data each new weight is streamed into
-    the output's data file, and verification reads the files written, so the peak memory stays
-    near one copy of the model. ``job.result.model`` is then the written model without its
-    data (``onnx.load(job.output)`` loads it whole).
+    The loaded model is quantized in place and each new weight is streamed into the output (its
+    data file with external data; without samples, the model file itself, ``graph.pieces``);
+    verification reads the files written, so the peak memory stays near one copy of the model.
+    ``job.result.model`` is then the written model without the data of the streamed weights
+    (``onnx.load(job.output)`` loads it whole).
     """
     model, source = load_model(model_path)
     out = Path(output) if output else default_output(Path(model_path), options.bits)
@@ -96,7 +97,8 @@ def quantize_file(model_path: str | os.PathLike, output: str | os.PathLike | Non
                                if samples_path else None)
     log.info("quantizing %s to %d bits", model_path, options.bits)
     external = source.external_data or tensor_bytes(model) > PROTOBUF_LIMIT
-    with ModelWriter(out, external_data=external, source=source) as writer:
+    # with samples, bias correction writes biases after every weight: not in list order, so not streamed
+    with ModelWriter(out, external_data=external, source=source, stream=samples is None) as writer:
         result = quantize_model(model, options, in_place=True, write=writer.write_tensor, samples=samples, pins=pins)
         writer.save(result.model)
     if external:  # the model in memory still holds the float weights (protobuf frees nothing): drop it

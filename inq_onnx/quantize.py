@@ -23,7 +23,7 @@ from inq_onnx.graph.passes import copy_model
 from inq_onnx.graph.tensors import TensorSite, read_tensor, write_tensor
 from inq_onnx.graph.weights import Candidate, select_weights
 from inq_onnx.options import QuantizeOptions
-from inq_onnx.report import QuantizeResult, TensorReport, skipped_report, tensor_report
+from inq_onnx.report import QuantizeResult, RoundingSums, TensorReport, skipped_report, tensor_report
 
 if TYPE_CHECKING:
     from inq_onnx.calibration import BiasReport
@@ -140,12 +140,14 @@ def quantize_tensor(model: onnx.ModelProto, candidate: Candidate, options: Quant
     except ValueError as e:  # all zeros, NaN or Inf: nothing sensible to round
         return skipped_report(candidate, reason=str(e).replace("the tensor ", ""))
     q = np.empty_like(w)
+    sums = RoundingSums(float32_exact=RangeRule(rule) is RangeRule.PAPER)
     for rows, part, part_book in codebook.blocks(w, book):
         q[rows] = codebook.quantize(part, part_book)
+        sums.add(part, q[rows])
     if on_rounded is not None:
         on_rounded(candidate.site, w, q)
     write(model, candidate.site, q)
-    return tensor_report(candidate, w, q, book, rule)
+    return tensor_report(candidate, sums, book, rule)
 
 
 def stamp_metadata(model: onnx.ModelProto, options: QuantizeOptions, tensors: dict[str, dict]) -> None:

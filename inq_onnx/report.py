@@ -66,27 +66,44 @@ class QuantizeResult:
                 "bias_correction": bias, "range_choice": choice}
 
 
-def relative_error(w: np.ndarray, q: np.ndarray, block: int = 1 << 20) -> float:
-    """||q - w|| / ||w|| in float64, ``block`` values at a time (no float64 copy of a large tensor)."""
-    w, q = np.ravel(w), np.ravel(q)
-    norm2 = error2 = 0.0
-    for start in range(0, w.size, block):
-        w64 = w[start:start + block].astype(np.float64)
-        diff = q[start:start + block].astype(np.float64) - w64
-        norm2 += float(np.einsum("i,i->", w64, w64))  # not np.dot: BLAS threads cost more than they save here
-        error2 += float(np.einsum("i,i->", diff, diff))
-    return float(np.sqrt(error2)) / float(np.sqrt(norm2)) if norm2 else 0.0
+class RoundingSums:
+    """What the report needs of a rounding, added up block by block as the rounding goes: the
+    value and zero counts, sum w^2 and sum (q - w)^2 in float64. ``float32_exact``: q - w may be
+    taken in float32, exactly, as q lies within a factor 2 of w (Sterbenz) or is 0; so it does
+    with the paper's n1, which clamps no weight by more than that; other rules may clamp more."""
+
+    def __init__(self, *, float32_exact: bool):
+        self.float32_exact = float32_exact
+        self.values = self.zeros = 0
+        self.norm2 = self.error2 = 0.0
+
+    def add(self, w: np.ndarray, q: np.ndarray) -> None:
+        w, q = np.ravel(w), np.ravel(q)
+        if w.dtype != np.float32 or not self.float32_exact:
+            w, q = w.astype(np.float64), q.astype(np.float64)
+        diff = q - w
+        self.norm2 += float(np.einsum("i,i->", w, w, dtype=np.float64))  # not np.dot: no BLAS threads
+        self.error2 += float(np.einsum("i,i->", diff, diff, dtype=np.float64))
+        self.values += q.size
+        self.zeros += q.size - int(np.count_nonzero(q))
+
+    @property
+    def relative_error(self) -> float:
+        """||q - w|| / ||w||."""
+        return float(np.sqrt(self.error2)) / float(np.sqrt(self.norm2)) if self.norm2 else 0.0
+
+    @property
+    def fraction_zero(self) -> float:
+        return self.zeros / self.values if self.values else 0.0
 
 
-def tensor_report(candidate: "Candidate", w: np.ndarray, q: np.ndarray, book: Codebook,
+def tensor_report(candidate: "Candidate", sums: RoundingSums, book: Codebook,
                   rule: RangeRule = RangeRule.PAPER) -> TensorReport:
-    error = relative_error(w, q)
     return TensorReport(
         name=candidate.name, shape=candidate.shape, dtype=candidate.dtype, uses=candidate.uses, quantized=True,
         channel_axes=book.channel_axes, n1=(int(book.n1.min()), int(book.n1.max())),
         n2=(int(book.n2.min()), int(book.n2.max())), range_rule=RangeRule(rule).value,
-        fraction_zero=float(np.mean(q == 0)) if q.size else 0.0,
-        rel_l2_error=error, notes=candidate.notes)
+        fraction_zero=sums.fraction_zero, rel_l2_error=sums.relative_error, notes=candidate.notes)
 
 
 def skipped_report(candidate: "Candidate", reason: str | None = None) -> TensorReport:

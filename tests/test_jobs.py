@@ -30,8 +30,22 @@ def test_external_data_model_is_streamed_to_an_external_data_output(tmp_path):
     assert not any(t.HasField("raw_data") for t in job.result.model.graph.initializer)  # refers to the output
 
 
-def test_inline_model_keeps_its_result_in_memory(tmp_path):
-    onnx.save_model(conv_gemm_model(), str(tmp_path / "m.onnx"))
+def test_inline_model_is_streamed_into_its_output_file(tmp_path):
+    model = conv_gemm_model()
+    model.graph.initializer[1].doc_string = "kept"  # a bias between two weights: written in its place, as it was
+    onnx.save_model(model, str(tmp_path / "m.onnx"))
     job = quantize_file(tmp_path / "m.onnx", tmp_path / "out.onnx", QuantizeOptions(bits=4))
     assert sorted(os.listdir(tmp_path)) == ["m.onnx", "out.onnx"]
+    expected = inq_onnx.quantize(model, bits=4).model
+    written = onnx.load(str(tmp_path / "out.onnx"))
+    assert written.SerializeToString() == expected.SerializeToString()
+    streamed = {t.name for t in job.result.model.graph.initializer if not t.raw_data}
+    assert streamed == {t.name for t in job.result.quantized}  # only the written file holds them
+
+
+def test_inline_model_with_samples_keeps_its_result_in_memory(tmp_path):
+    onnx.save_model(conv_gemm_model(), str(tmp_path / "m.onnx"))
+    np.savez(tmp_path / "val.npz", x=np.random.default_rng(0).standard_normal((8, 2, 5, 5)).astype(np.float32))
+    job = quantize_file(tmp_path / "m.onnx", tmp_path / "out.onnx", QuantizeOptions(bits=4),
+                        samples_path=tmp_path / "val.npz", check=False)
     assert job.result.model.SerializeToString() == onnx.load(str(tmp_path / "out.onnx")).SerializeToString()

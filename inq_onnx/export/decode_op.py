@@ -2,14 +2,16 @@
 
 ``inq_onnx.Unpack{b}(packed) -> (indices, table)`` reads a stream of b-bit codes field by field
 (``packing.Fields``: m codes per field, a field never spans more than three bytes); the narrow
-layout of b bits is ``Unpack{b}``, any other ``Unpack{b}x{m}`` (the wide one of big streams):
+layout of b bits is ``Unpack{b}``, any other ``Unpack{b}x{m}`` (the wide one of big streams),
+and ``Unpack{b}r{m}`` holds m codes per field as the digits of one base-(2^(b-1)+1) number:
 
 * ``packed`` uint8 (uint16 for 16-bit fields: two stream bytes, the first high): the graph's
   b-bit segments, one per weight, back to back;
 * ``indices`` int32 [fields] (8- and 16-bit fields) or [groups, fields per group] (others):
   each field's m codes as one integer y (width = m·b bits);
-* ``table`` float32 [2^width, m]: row y holds the unit values UNITS[u] = sign(c)·2^(|c|-1) of
-  the m codes in y (u the b-bit two's complement of code c; 0 for c = 0).
+* ``table`` float32 [2^width, m] (radix: [K^m, m], built with integer Div and Mod): row y holds
+  the unit values UNITS[u] = sign(c)·2^(|c|-1) of the m codes in y (u the b-bit two's
+  complement of code c; 0 for c = 0).
 
 The graph then splits ``indices`` per weight and gathers each weight's values from ``table``
 multiplied by its 2^n2 (``layout``). Fields of 8 or 16 bits are the stream's elements: the
@@ -33,11 +35,12 @@ from inq_onnx.codebook import check_bits, levels_per_sign
 from inq_onnx.export.packing import CODES_PER_FIELD, Fields, fields_of
 
 DOMAIN = "inq_onnx"
-DOMAIN_VERSION = 2
-"""1: ``indices`` was always flat [fields]; 2: [groups, fields] for fields of other than 8 or 16 bits."""
+DOMAIN_VERSION = 3
+"""1: ``indices`` was always flat [fields]; 2: [groups, fields] for fields of other than 8 or 16 bits;
+3: radix fields (``Unpack{b}r{m}``)."""
 MIN_OPSET = 11  # Range
 INPUTS, OUTPUTS = ("packed",), ("indices", "table")
-NAME = re.compile(r"Unpack([2-8])(?:x([1-8]))?")
+NAME = re.compile(r"Unpack([2-8])(?:([xr])([1-9]|10))?")
 I64, F32 = np.int64, np.float32
 
 
@@ -47,6 +50,8 @@ def _layout(layout: Fields | int) -> Fields:
 
 def op_type(layout: Fields | int) -> str:
     layout = _layout(layout)
+    if layout.radix:
+        return f"Unpack{layout.bits}r{layout.m}"
     return f"Unpack{layout.bits}" + (f"x{layout.m}" if layout.m != CODES_PER_FIELD[layout.bits] else "")
 
 
@@ -56,10 +61,10 @@ def layout_of(name: str) -> Fields:
     if match is None:
         raise ValueError(f"{name!r} is not an unpack op of the {DOMAIN} domain")
     bits = int(match.group(1))
-    m = int(match.group(2) or CODES_PER_FIELD[bits])
-    if m * bits > 16:
-        raise ValueError(f"{name!r} is not an unpack op of the {DOMAIN} domain (fields of {m * bits} bits)")
-    return Fields(bits, m)
+    layout = Fields(bits, int(match.group(3) or CODES_PER_FIELD[bits]), radix=match.group(2) == "r")
+    if layout.width > 16:
+        raise ValueError(f"{name!r} is not an unpack op of the {DOMAIN} domain (fields of {layout.width} bits)")
+    return layout
 
 
 def bits_of(name: str) -> int:
@@ -115,8 +120,22 @@ def _low_bits(f: _Body, x: str, width: int, prefix: str) -> str:
     return f.op("Cast", [low], f"{prefix}int", to=TensorProto.INT32)
 
 
+def _radix_table(f: _Body, layout: Fields) -> None:
+    """table[y, j] = DIGIT_UNITS[(y div K^(m-1-j)) mod K] for y < K^m, in int64."""
+    y = f.op("Range", [f.const("t0", I64(0)), f.const("tn", I64(layout.rows)), f.const("t1", I64(1))], "ty")
+    column = f.op("Reshape", [y, f.const("tcol", np.array([-1, 1], I64))], "tc")
+    powers = f.const("tpow", (layout.base ** np.arange(layout.m - 1, -1, -1)).astype(I64))
+    digits = f.op("Mod", [f.op("Div", [column, powers], "tq"), f.const("tbase", I64(layout.base))], "td")
+    codes = np.arange(layout.base) - (layout.base >> 1)
+    units = unit_table(layout.bits)[codes % (1 << layout.bits)]
+    f.op("Gather", [f.const("units", units), digits], "table", axis=0)
+
+
 def _table(f: _Body, layout: Fields) -> None:
     """table[y, j] = UNITS[(y >> b·(m-1-j)) mod 2^b] for y < 2^width."""
+    if layout.radix:
+        _radix_table(f, layout)
+        return
     y = f.op("Range", [f.const("t0", I64(0)), f.const("tn", I64(1 << layout.width)), f.const("t1", I64(1))], "ty")
     as_float = f.op("Cast", [y], "tyf", to=TensorProto.FLOAT)
     column = f.op("Reshape", [as_float, f.const("tcol", np.array([-1, 1], I64))], "tc")

@@ -7,7 +7,8 @@ Per bit-width b, the graph's b-bit weights share one stream of per-weight segmen
                                                                G.t (float32 [2^width, m])
     G.i -> Split(segment sizes, in rows of G.i) -> one part per weight
 
-(the field layout, narrow or wide, is chosen per group by ``packing.choose_fields``)
+(the field layout, narrow or wide, radix unless a code is a negative zero's, is chosen per group
+by ``packing.choose_fields``)
 
 and each weight W gets a short chain ending in W (same name, dtype and shape):
 
@@ -71,7 +72,8 @@ def group_part(members: list[Outcome], bits: int, g: str, opset: int):
     Weights with one n2 share a table scaled by 2^n2 (G.tK = G.t · G.xK); per-channel ones use G.t.
     """
     exponents = sorted({int(o.encoded.n2.reshape(-1)[0]) for o in members if o.encoded.uniform})
-    fields = packing.choose_fields(bits, sum(o.encoded.codes.size for o in members), 1 + len(exponents))
+    negative_zero = any(o.encoded.negative_zero is not None for o in members)
+    fields = packing.choose_fields(bits, sum(o.encoded.codes.size for o in members), 1 + len(exponents), negative_zero)
     segments = [packing.pack_segment(o.encoded.stream_codes(), fields) for o in members]
     counts = [packing.segment_indices(s.size, fields) for s in segments]
     rows = [packing.segment_rows(s.size, fields) for s in segments]

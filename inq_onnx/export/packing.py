@@ -82,18 +82,33 @@ class Fields:
     """How the decode function reads a b-bit stream: ``m`` codes per table index.
 
     The stream is cut into groups of ``group_bytes`` bytes holding ``fields`` fields of
-    ``m`` codes (``width`` = m·b bits) each. A field starts at bit r of some byte and ends
-    within the two bytes after it (r + width <= 24), so a 24-bit window of three bytes always
-    holds it (exact in float32). A field of 8 or 16 bits is one element of the stored stream
-    (``whole``): a uint8, or a uint16 of two stream bytes.
+    ``width`` bits each. A field starts at bit r of some byte and ends within the two bytes
+    after it (r + width <= 24), so a 24-bit window of three bytes always holds it (exact in
+    float32). A field of 8 or 16 bits is one element of the stored stream (``whole``): a uint8,
+    or a uint16 of two stream bytes.
+
+    A field holds its m codes side by side (m·b bits), or with ``radix`` as the m digits of one
+    number in base K = 2^(b-1) + 1, digit c + 2^(b-2) for code c: the codebook's codes are
+    -2^(b-2) .. 2^(b-2), K values, so b bits waste some (4 bits hold 9 values; 3 codes take
+    10 bits instead of 12). Radix streams cannot hold the code of a negative zero.
     """
 
     bits: int
     m: int
+    radix: bool = False
+
+    @property
+    def base(self) -> int:
+        return (1 << (self.bits - 1)) + 1 if self.radix else 1 << self.bits
+
+    @property
+    def rows(self) -> int:
+        """Rows of the lookup table: every value a field can hold."""
+        return self.base ** self.m
 
     @property
     def width(self) -> int:
-        return self.m * self.bits
+        return (self.rows - 1).bit_length()
 
     @property
     def group_bytes(self) -> int:
@@ -123,29 +138,34 @@ class Fields:
 
     @property
     def wide(self) -> bool:
-        return self.m != CODES_PER_FIELD[self.bits]
+        return self.m != (RADIX_CODES_PER_FIELD if self.radix else CODES_PER_FIELD)[self.bits]
 
 
 CODES_PER_FIELD = {2: 4, 3: 4, 4: 2, 5: 2, 6: 2, 7: 1, 8: 1}
 WIDE_CODES_PER_FIELD = {2: 8, 3: 5, 4: 4, 5: 3, 6: 2, 7: 2, 8: 2}  # width <= 16: a 2^16-row table at most
+RADIX_CODES_PER_FIELD = {2: 5, 3: 3, 4: 3, 5: 2, 6: 2, 7: 2, 8: 2}  # tables of 125 to 16,641 rows
+RADIX_WIDE_CODES_PER_FIELD = {2: 10, 3: 6, 4: 5, 5: 3, 6: 3, 7: 2, 8: 2}  # K^m < 2^16
 
 
-def fields_of(bits: int, wide: bool = False) -> Fields:
-    return Fields(check_bits(bits), (WIDE_CODES_PER_FIELD if wide else CODES_PER_FIELD)[bits])
+def fields_of(bits: int, wide: bool = False, radix: bool = False) -> Fields:
+    table = {(False, False): CODES_PER_FIELD, (True, False): WIDE_CODES_PER_FIELD,
+             (False, True): RADIX_CODES_PER_FIELD, (True, True): RADIX_WIDE_CODES_PER_FIELD}[(wide, radix)]
+    return Fields(check_bits(bits), table[bits], radix)
 
 
-def choose_fields(bits: int, count: int, tables: int = 1) -> Fields:
+def choose_fields(bits: int, count: int, tables: int = 1, negative_zero: bool = False) -> Fields:
     """The field layout for ``count`` codes of ``bits`` bits read by one unpack call that needs
     ``tables`` copies of its table (one per exponent n2 its weights share, plus the unscaled one).
 
-    Wide fields when the lookups they save outnumber the table entries they build: at session
-    creation ONNX Runtime pays about as much per lookup as per table entry it computes (measured
-    on 320n and a 200 MB model: a 2^16-row table per exponent outweighs the saved lookups on the
-    first, and not on the second).
+    Radix fields unless a code is a negative zero's: fewer bytes, as many codes per lookup or
+    more and smaller tables than side by side. Wide fields when the lookups they save outnumber
+    the table entries they build: at session creation ONNX Runtime pays about as much per lookup
+    as per table entry it computes (measured on 320n and a 200 MB model: a 2^16-row table per
+    exponent outweighs the saved lookups on the first, and not on the second).
     """
-    narrow, wide = fields_of(bits), fields_of(bits, wide=True)
+    narrow, wide = fields_of(bits, radix=not negative_zero), fields_of(bits, wide=True, radix=not negative_zero)
     saved = count // narrow.m - count // wide.m
-    return wide if saved >= (1 << wide.width) * wide.m * tables else narrow
+    return wide if saved >= wide.rows * wide.m * tables else narrow
 
 
 def _as_layout(layout: Fields | int) -> Fields:
@@ -162,9 +182,26 @@ def pack_segment(codes: np.ndarray, layout: Fields | int) -> np.ndarray:
     layout = _as_layout(layout)
     flat = np.asarray(codes).reshape(-1)
     total = -(-flat.size // layout.group_codes) * layout.group_codes
-    padded = flat if layout.byte_aligned else np.concatenate([flat, np.zeros(total - flat.size, flat.dtype)])
-    packed = pack_codes(padded, layout.bits)
+    padded = flat if layout.byte_aligned and not layout.radix else np.concatenate([flat, np.zeros(total - flat.size, flat.dtype)])
+    packed = pack_radix(padded, layout) if layout.radix else pack_codes(padded, layout.bits)
     return packed.view(">u2").astype(np.uint16) if layout.width == 16 else packed
+
+
+def pack_radix(codes: np.ndarray, layout: Fields) -> np.ndarray:
+    """Codes (a whole number of fields) as one base-K number per field, ``width`` bits each, MSB
+    first, as a uint8 stream. Raises ValueError for a code outside the codebook's range."""
+    half = levels(layout.bits)
+    flat = np.asarray(codes).reshape(-1, layout.m).astype(np.int64)
+    if flat.size and (flat.min() < -half or flat.max() > half):
+        raise ValueError(f"radix fields hold codes in [{-half}, {half}], got [{flat.min()}, {flat.max()}]")
+    numbers = (flat + half) @ (layout.base ** np.arange(layout.m - 1, -1, -1, dtype=np.int64))
+    bit_rows = np.unpackbits(numbers.astype(">u2").view(np.uint8).reshape(-1, 2), axis=1)[:, 16 - layout.width:]
+    return np.packbits(bit_rows.reshape(-1))
+
+
+def levels(bits: int) -> int:
+    """Codes of a b-bit codebook lie in [-levels, levels]: 2^(b-2) powers of two per sign."""
+    return 1 << (bits - 2)
 
 
 def segment_indices(size: int, layout: Fields | int) -> int:
@@ -199,8 +236,11 @@ def field_indices(packed: np.ndarray, layout: Fields | int) -> np.ndarray:
 
 
 def field_table(layout: Fields | int, units: np.ndarray) -> np.ndarray:
-    """Reference for the second output: [2^width, m], row y = the unit values of y's m codes."""
+    """Reference for the second output: [rows, m], row y = the unit values of y's m codes."""
     layout = _as_layout(layout)
-    y = np.arange(1 << layout.width)[:, None]
+    y = np.arange(layout.rows)[:, None]
+    if layout.radix:  # digit d is code d - levels, whose b-bit two's complement indexes units
+        digits = y // layout.base ** np.arange(layout.m - 1, -1, -1) % layout.base
+        return np.asarray(units)[(digits - levels(layout.bits)) % (1 << layout.bits)]
     shifts = layout.bits * np.arange(layout.m - 1, -1, -1)
     return np.asarray(units)[(y >> shifts) & ((1 << layout.bits) - 1)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import logging
 import os
 import shutil
 import tempfile
@@ -20,9 +21,11 @@ from google.protobuf.message import DecodeError
 from onnx import external_data_helper
 
 from inq_onnx.errors import ModelLoadError, ModelSaveError, UnsupportedModelError
+from inq_onnx.graph.pieces import PieceWriter, copy_fields, skeleton
 from inq_onnx.graph.tensor_check import check_tensors
-from inq_onnx.graph.tensors import TensorSite, default_opset, tensor_proto, to_array, write_tensor
+from inq_onnx.graph.tensors import TensorSite, default_opset, from_array, tensor_proto, to_array, write_tensor
 
+log = logging.getLogger(__name__)
 PROTOBUF_LIMIT = 2**31 - 2**20  # a little under 2 GB: beyond it a model must use external data
 
 
@@ -55,7 +58,7 @@ def load_model(source: onnx.ModelProto | str | os.PathLike) -> tuple[onnx.ModelP
     if has_external:
         load_external(model, path)
     check_tensors(model, str(path))  # before onnx.checker, whose data checks differ between releases
-    check_structure(path, str(path))  # from the file: no serialised copy of a large model
+    check_structure(model, str(path))
     return model, Source(path, total_size(path, model, has_external), has_external)
 
 
@@ -131,13 +134,30 @@ def check_loadable(model: onnx.ModelProto, label: str) -> None:
             f"onnx.version_converter.convert_version(model, {limits.opset})")
 
 
-def check_structure(model: onnx.ModelProto | Path, label: str) -> None:
-    """onnx.checker; a path lets it find external data and models over 2 GB."""
+def check_structure(model: onnx.ModelProto, label: str) -> None:
+    """onnx.checker on the graph (ops, names, types, attributes), not on the main graph's tensor
+    data: onnx.checker reads that data only to see that some is there, and checking a big model
+    whole would serialize or parse it once more. ``check_tensors`` checks the data itself."""
+    log.info("onnx.checker on %s: graph structure only (tensor data checked against dims instead)", label)
     try:
-        onnx.checker.check_model(str(model) if isinstance(model, Path) else model)
+        onnx.checker.check_model(structure_view(model))
     except (onnx.checker.ValidationError, ValueError) as e:
         first = str(e).strip().splitlines()[0][:160]
         raise ModelLoadError(f"{label} fails onnx.checker: {first}", "re-export the model or repair it with onnx tools") from e
+
+
+def structure_view(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A small copy of ``model`` whose main-graph initializers hold a few bytes of raw data."""
+    view = skeleton(model)
+    for init in model.graph.initializer:
+        stub = view.graph.initializer.add()
+        copy_fields(init, stub, skip="raw_data")
+        if init.HasField("raw_data"):
+            stub.raw_data = bytes(STUB_BYTES)
+    return view
+
+
+STUB_BYTES = 16
 
 
 def load_external(model: onnx.ModelProto, path: Path) -> None:
@@ -212,19 +232,23 @@ class ModelWriter:
     and leaves only a reference in the model. Protobuf (upb) keeps every bytes value a message
     has held until the whole message is freed, so replacing the weights of a loaded model in
     place would hold its old and new weights at once; streamed, quantizing a model loaded from
-    disk takes about one copy of it::
+    disk takes about one copy of it. Without external data, ``stream=True`` does the same for a
+    single file (``pieces``): new main-graph initializers must then come in list order::
 
         with ModelWriter(out, external_data=True, source=source) as writer:
             writer.write_tensor(model, site, values)    # any number of times
             writer.save(model)                          # the rest of the model, then moved into place
     """
 
-    def __init__(self, path: str | os.PathLike, *, external_data: bool, source: Source | None = None):
+    def __init__(self, path: str | os.PathLike, *, external_data: bool, source: Source | None = None,
+                 stream: bool = False):
         self.path = Path(path)
         check_writable_target(self.path, source)
         self.external_data = external_data
+        self.stream = stream and not external_data
         self.data_name = f"{self.path.name}.data"
         self.stage: Path | None = None
+        self.pieces: PieceWriter | None = None
 
     def __enter__(self) -> "ModelWriter":
         remove_stale_stages(self.path)
@@ -235,11 +259,16 @@ class ModelWriter:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.pieces is not None:
+            self.pieces.file.close()
         shutil.rmtree(self.stage, ignore_errors=True)
 
     def write_tensor(self, model: onnx.ModelProto, site: TensorSite, array: np.ndarray) -> None:
         """Set the values of ``site`` (an initializer goes to the data file when external)."""
         proto = tensor_proto(model, site)
+        if self.stream and site.kind == "initializer" and not site.graph_path:
+            self.stream_initializer(model, proto, array)
+            return
         if not self.external_data or site.kind != "initializer" or proto.data_type == onnx.TensorProto.BFLOAT16:
             write_tensor(model, site, array)
             return
@@ -257,11 +286,33 @@ class ModelWriter:
         ref.ClearField("raw_data")
         proto.CopyFrom(ref)
 
+    def stream_initializer(self, model: onnx.ModelProto, proto: onnx.TensorProto, array: np.ndarray) -> None:
+        """Write the new values of a main-graph initializer to the output (``pieces``) and drop
+        the old ones from ``model``, which keeps the tensor's name, type and shape only."""
+        if tuple(array.shape) != tuple(proto.dims):
+            raise ValueError(f"shape {array.shape} does not match initializer '{proto.name}' {tuple(proto.dims)}")
+        try:
+            if self.pieces is None:
+                self.pieces = PieceWriter(open(self.stage / self.path.name, "wb"), model)
+            if proto.data_type == onnx.TensorProto.BFLOAT16:
+                new = from_array(array, proto)
+                data = np.frombuffer(new.raw_data, np.uint8)
+            else:
+                data = np.asarray(array, dtype=onnx.helper.tensor_dtype_to_np_dtype(proto.data_type).newbyteorder("<"))
+            self.pieces.write(onnx.TensorProto(name=proto.name, data_type=proto.data_type, dims=proto.dims), data)
+        except OSError as e:
+            raise ModelSaveError(f"could not write {self.path} ({e.strerror or e})", "check the free space") from e
+        for field_name in ("raw_data", "float_data", "int32_data", "double_data", "int64_data", "uint64_data"):
+            proto.ClearField(field_name)
+
     def save(self, model: onnx.ModelProto) -> Path:
         """Write ``model`` (tensors not yet streamed included) and move it into place."""
         staged, data = self.stage / self.path.name, self.stage / self.data_name
         try:
-            if self.external_data:
+            if self.pieces is not None:
+                self.pieces.finish()
+                self.pieces.file.close()
+            elif self.external_data:
                 onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
                                 location=self.data_name, size_threshold=0)
                 if data.exists():

@@ -7,7 +7,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from inq_onnx.errors import ExportError
-from inq_onnx.export import decode_op, to_compact
+from inq_onnx.export import decode_op, packing, to_compact
 from inq_onnx.export.sites import COMPACT_KEY
 from inq_onnx.quantize import METADATA_KEY
 from tests.conftest import make_model, tensor
@@ -60,7 +60,7 @@ def test_random_codes_decode_exactly(bits, axes, dtype):
 def test_wide_fields_decode_exactly_and_back(monkeypatch, bits, axes):
     from inq_onnx.export import decode, packing
 
-    monkeypatch.setattr(packing, "choose_fields", lambda b, count, tables=1: packing.fields_of(b, wide=True))
+    monkeypatch.setattr(packing, "choose_fields", lambda b, count, tables=1, negative_zero=False: packing.fields_of(b, wide=True))
     model, values = codes_model((7, 5, 3), bits, axes, np.float32, seed=bits)
     c, _ = to_compact(model)
     wide = packing.fields_of(bits, wide=True)
@@ -81,9 +81,11 @@ def test_size_is_about_b_over_32_of_float():
         c, _ = to_compact(q)
         ratio = c.ByteSize() / q.ByteSize()
         bits_per_weight = 8 * (c.ByteSize() - (q.ByteSize() - 4 * w.size)) / w.size
+        per_code = packing.choose_fields(bits, w.size, 2).width / packing.choose_fields(bits, w.size, 2).m
         print(f"{bits} bits: compact / float = {ratio:.4f} (b/32 = {bits / 32:.4f}), "
-              f"{bits_per_weight:.3f} bits per weight")
-        assert bits / 32 <= ratio <= bits / 32 + 0.003 and bits_per_weight <= bits + 0.05
+              f"{bits_per_weight:.3f} bits per weight ({per_code:.3f} per code in radix fields)")
+        assert per_code < bits and per_code / 32 <= ratio <= per_code / 32 + 0.003
+        assert bits_per_weight <= per_code + 0.05
 
 
 @pytest.mark.parametrize("opset", [11, 17, 21])

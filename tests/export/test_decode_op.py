@@ -12,7 +12,7 @@ from tests.conftest import make_model, tensor
 from tests.export.models import run
 
 # ops whose inputs and attributes are the same from opset 11 to 21 (only types were added)
-STABLE_OPS = {"Constant", "Cast", "Reshape", "MatMul", "Floor", "Mod", "Mul", "Gather", "Range"}
+STABLE_OPS = {"Constant", "Cast", "Reshape", "MatMul", "Floor", "Mod", "Mul", "Gather", "Range", "Div"}
 
 
 def unpack_model(packed: np.ndarray, bits, opset: int) -> onnx.ModelProto:
@@ -44,11 +44,14 @@ def test_onnx_runtime_matches_the_numpy_reference(bits, opset):
 
 @pytest.mark.parametrize("bits", range(2, 9))
 @pytest.mark.parametrize("opset", [11, 21])
-def test_wide_fields_match_the_numpy_reference(bits, opset):
-    layout = packing.fields_of(bits, wide=True)
+@pytest.mark.parametrize("kind", [dict(wide=True), dict(radix=True), dict(wide=True, radix=True)])
+def test_wide_and_radix_fields_match_the_numpy_reference(bits, opset, kind):
+    layout = packing.fields_of(bits, **kind)
     assert layout.width <= 16 and decode_op.layout_of(decode_op.op_type(layout)) == layout
     rng = np.random.default_rng(bits)
     low, high = packing.code_range(bits)
+    if layout.radix:  # no negative zero's code
+        low, high = -(1 << (bits - 2)), 1 << (bits - 2)
     packed = np.concatenate([packing.pack_segment(rng.integers(low, high + 1, size=n), layout) for n in (7, 300)])
     assert packed.dtype == layout.dtype
     model = unpack_model(packed, layout, opset)

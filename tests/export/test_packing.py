@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inq_onnx.export import packing
+from inq_onnx.export import decode_op, packing
 
 
 @st.composite
@@ -90,13 +90,41 @@ def test_chunked_packing_equals_packing_at_once(monkeypatch, bits):
 
 
 def test_wide_fields_only_where_the_saved_lookups_outweigh_the_tables():
-    assert packing.choose_fields(4, 1000) == packing.fields_of(4)  # a small model: narrow
-    assert packing.choose_fields(4, 50_000_000, tables=4) == packing.fields_of(4, wide=True)
-    assert packing.choose_fields(4, 3_000_000, tables=9) == packing.fields_of(4)  # many exponents
-    assert packing.choose_fields(6, 50_000_000) == packing.fields_of(6)  # 6 bits: no wider field
+    nz = dict(negative_zero=True)  # streams with a negative zero's code: fields side by side
+    assert packing.choose_fields(4, 1000, **nz) == packing.fields_of(4)  # a small model: narrow
+    assert packing.choose_fields(4, 50_000_000, tables=4, **nz) == packing.fields_of(4, wide=True)
+    assert packing.choose_fields(4, 3_000_000, tables=9, **nz) == packing.fields_of(4)  # many exponents
+    assert packing.choose_fields(6, 50_000_000, **nz) == packing.fields_of(6)  # 6 bits: no wider field
+    assert packing.choose_fields(4, 1000) == packing.fields_of(4, radix=True)
+    assert packing.choose_fields(4, 50_000_000, tables=4) == packing.fields_of(4, wide=True, radix=True)
     for bits in range(2, 9):
-        wide = packing.fields_of(bits, wide=True)
-        assert wide.width <= 16 and wide.m >= packing.fields_of(bits).m
+        for radix in (False, True):
+            narrow, wide = packing.fields_of(bits, radix=radix), packing.fields_of(bits, wide=True, radix=radix)
+            assert wide.width <= 16 and wide.m >= narrow.m
+        binary, radix = packing.fields_of(bits), packing.fields_of(bits, radix=True)
+        assert radix.width / radix.m < bits and radix.m >= binary.m - 1  # fewer bits per code
+        assert packing.fields_of(bits, wide=True, radix=True).width / packing.fields_of(bits, wide=True, radix=True).m < bits
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+@pytest.mark.parametrize("wide", [False, True])
+@pytest.mark.parametrize("count", [1, 7, 100])
+def test_radix_fields_give_every_code_back(bits, wide, count):
+    layout = packing.fields_of(bits, wide=wide, radix=True)
+    half = 1 << (bits - 2)
+    codes = np.random.default_rng(count).integers(-half, half + 1, size=count)
+    codes[:2] = [-half, half][:count]
+    segment = packing.pack_segment(codes, layout)
+    assert segment.dtype == layout.dtype
+    assert segment.size * segment.itemsize == -(-count // layout.group_codes) * layout.group_bytes
+    indices = packing.field_indices(segment, layout).reshape(-1)
+    assert indices.max() < layout.rows
+    units = decode_op.unit_table(bits)
+    values = packing.field_table(layout, units)[indices].reshape(-1)
+    expected = units[codes % (1 << bits)]
+    assert values[:count].tobytes() == expected.astype(np.float32).tobytes() and not values[count:].any()
+    with pytest.raises(ValueError, match="radix fields hold codes"):
+        packing.pack_segment(np.array([-half - 1]), layout)
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])

@@ -1,0 +1,101 @@
+"""Write a model (no external data) one main-graph initializer at a time, new weights streamed.
+
+Protobuf parses a concatenation of serialized pieces of one message as their merge: repeated
+fields append in order, singular fields take the last value. So a model can be written as one
+``ModelProto{graph{initializer: [t]}}`` piece per initializer, in the list's order, followed by
+the rest of the model (``skeleton``: everything but the main graph's initializers). A new weight
+goes from its numpy array to the file behind a few bytes of framing, so neither a serialization
+of the whole model nor a second copy of its weights is held in memory; ``onnx.load`` of the file
+gives the model with the new weights.
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+import numpy as np
+import onnx
+
+GRAPH = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
+INITIALIZER = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
+RAW_DATA = onnx.TensorProto.DESCRIPTOR.fields_by_name["raw_data"].number
+LENGTH_DELIMITED = 2  # protobuf wire type of messages and bytes
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def field_head(number: int, length: int) -> bytes:
+    """Key and length of a length-delimited field."""
+    return varint(number << 3 | LENGTH_DELIMITED) + varint(length)
+
+
+def initializer_head(header: onnx.TensorProto, data_bytes: int) -> bytes:
+    """The bytes before ``data_bytes`` bytes of raw data in the piece of one initializer whose
+    other fields are ``header`` (which must hold no raw data itself)."""
+    tensor = header.SerializeToString() + field_head(RAW_DATA, data_bytes)
+    tensor_length = len(tensor) + data_bytes
+    graph = field_head(INITIALIZER, tensor_length) + tensor
+    return field_head(GRAPH, len(graph) + data_bytes) + graph
+
+
+def copy_fields(source, target, skip: str = "") -> None:
+    """Every field set in ``source`` but ``skip`` into ``target`` (a message of the same type)."""
+    for descriptor, value in source.ListFields():
+        if descriptor.name == skip:
+            continue
+        if hasattr(value, "extend"):  # a repeated field (FieldDescriptor.label is gone in newer protobuf)
+            getattr(target, descriptor.name).extend(value)
+        elif descriptor.message_type is not None:
+            getattr(target, descriptor.name).CopyFrom(value)
+        else:
+            setattr(target, descriptor.name, value)
+
+
+def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` without the main graph's initializers (a new message; no tensor data copied)."""
+    out = onnx.ModelProto()
+    copy_fields(model, out, skip="graph")
+    copy_fields(model.graph, out.graph, skip="initializer")
+    return out
+
+
+class PieceWriter:
+    """Writes ``model``'s main-graph initializers to ``file`` in order, with new values for those
+    passed to :meth:`write`, then its skeleton (:meth:`finish`). Initializers are flushed as
+    they stand up to each new one, so new values must come in list order."""
+
+    def __init__(self, file: BinaryIO, model: onnx.ModelProto):
+        self.file = file
+        self.model = model
+        self.position = {t.name: i for i, t in enumerate(model.graph.initializer)}
+        self.next = 0
+
+    def write(self, header: onnx.TensorProto, data: np.ndarray) -> None:
+        """The initializer named ``header.name`` with ``header``'s fields and ``data``'s bytes."""
+        index = self.position[header.name]
+        if index < self.next:
+            raise RuntimeError(f"initializer '{header.name}' was already written: new values must come in list order")
+        self.flush(index)
+        flat = memoryview(np.ascontiguousarray(data).reshape(-1)).cast("B")
+        self.file.write(initializer_head(header, flat.nbytes))
+        self.file.write(flat)
+        self.next = index + 1
+
+    def flush(self, stop: int) -> None:
+        """Initializers ``next`` .. ``stop - 1`` as they are in the model."""
+        for init in self.model.graph.initializer[self.next:stop]:
+            piece = onnx.ModelProto()
+            piece.graph.initializer.append(init)
+            self.file.write(piece.SerializeToString())
+        self.next = max(self.next, stop)
+
+    def finish(self) -> None:
+        self.flush(len(self.model.graph.initializer))
+        self.file.write(skeleton(self.model).SerializeToString())
