@@ -37,6 +37,9 @@ def training_options(command):
                      help="Tensors distillation matches to the float model: outputs (every float output), auto "
                           "(+ a few block outputs), none (the loss output only), or the outputs + NAMEs "
                           "[default: outputs for distillation, none with labels]."),
+        click.option("--mixup", type=click.FloatRange(0, 1), metavar="SHARE",
+                     help="Distillation: the share of each batch mixed with another sample, x' = l x + (1 - l) x2, "
+                          "l uniform, the float model giving the target [default: 0.5; 0 turns it off]."),
         click.option("--class-axis", type=int, help="Axis of the classes for cross-entropy and KL [default: found from the graph]."),
         click.option("--pin", multiple=True, metavar="INPUT=VALUE[,VALUE...]",
                      help="Fix an input (e.g. sr=16000) so its If branches fold for training; several values "
@@ -76,5 +79,5 @@ def train_options(kw: dict) -> TrainOptions:
     return TrainOptions(epochs_per_step=kw["epochs_per_step"], lr=kw["lr"], optimizer=kw["optimizer"],
                         weight_decay=kw["weight_decay"], batch_size=kw["batch_size"], loss=kw["loss"],
                         loss_output=kw["loss_output"], distill_tensors=kw["distill_tensors"],
-                        class_axis=kw["class_axis"], pins=parse_pins(kw["pin"]), threads=kw["threads"],
+                        class_axis=kw["class_axis"], mixup=kw["mixup"], pins=parse_pins(kw["pin"]), threads=kw["threads"],
                         provider=kw["provider"], checkpoint_minutes=kw["checkpoint_minutes"])

@@ -15,6 +15,9 @@ from inq_onnx.train.losses import LossKind, ResolvedLoss
 from inq_onnx.train.rewrites._graph import value_types
 
 
+MIX_STREAM = 7  # the mixup draws' own random stream, apart from the batch order
+
+
 def epoch_order(samples: int, seed: int, step: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, step, epoch]).permutation(samples)
 
@@ -37,12 +40,33 @@ def with_outputs(model: onnx.ModelProto, names: tuple[str, ...]) -> onnx.ModelPr
     return out
 
 
+def mix(samples: Samples, index: np.ndarray, share: float, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Model feeds for ``index`` where a ``share`` of the samples is mixed with another of the
+    batch: x' = l x + (1 - l) x_other, l uniform in [0, 1), the same l for every float input of
+    a sample (integer inputs are left as they are). Mixup (Zhang et al. 2018) as distillation
+    uses it: the teacher labels the mixture, so a few dozen samples teach the student the
+    teacher's function between them too (Beyer et al. 2022, "function matching")."""
+    n = len(index)
+    other = rng.permutation(n)
+    weight = np.where(rng.random(n) < share, rng.random(n), 1.0)
+    axes = samples.sample_axes or {}
+    feeds = {}
+    for name, values in samples.inputs.items():
+        x = values[index]
+        if np.issubdtype(x.dtype, np.floating):
+            w = weight.reshape(-1, *[1] * (x.ndim - 1)).astype(x.dtype)
+            x = w * x + (1 - w) * x[other]
+        feeds[name] = np.ascontiguousarray(np.moveaxis(x, 0, axes.get(name, 0)))
+    return feeds
+
+
 class Feeder:
-    """Feeds for the training model's inputs, in its order, for one batch of sample indices."""
+    """Feeds for the training model's inputs, in its order, for one batch of sample indices;
+    training batches mix a ``mixup`` share of their samples when the teacher gives the targets."""
 
     def __init__(self, samples: Samples, loss: ResolvedLoss, step_inputs: tuple[str, ...], *,
                  teacher_model: onnx.ModelProto | None, pins: dict[str, np.ndarray], threads: int | None = None,
-                 provider: str = "CPUExecutionProvider"):
+                 provider: str = "CPUExecutionProvider", mixup: float = 0.0):
         self.samples = samples
         self.loss = loss
         self.step_inputs = step_inputs
@@ -54,14 +78,17 @@ class Feeder:
             self.teacher = session(teacher, threads=threads or 0, providers=providers_for(provider))
         targets = [t.target for t in loss.distill]
         self.extra_inputs = (() if loss.kind is LossKind.CROSS_ENTROPY else (loss.extra_input,)) + tuple(targets)
+        self.mixup = mixup if loss.kind is not LossKind.CROSS_ENTROPY and self.teacher is not None else 0.0
 
     def batches(self, batch_size: int, seed: int, step: int, epoch: int, start: int = 0) -> Iterator[tuple[int, list]]:
         order = epoch_order(len(self.samples), seed, step, epoch)
         for b in range(start, batch_count(len(self.samples), batch_size)):
-            yield b, self.feeds(np.sort(order[b * batch_size:(b + 1) * batch_size]))
+            rng = np.random.default_rng([seed, step, epoch, b, MIX_STREAM]) if self.mixup else None
+            yield b, self.feeds(np.sort(order[b * batch_size:(b + 1) * batch_size]), rng)
 
-    def feeds(self, index: np.ndarray) -> list[np.ndarray]:
-        model_feeds = self.samples.take(index)
+    def feeds(self, index: np.ndarray, mix_rng: np.random.Generator | None = None) -> list[np.ndarray]:
+        """The step inputs for ``index``; with ``mix_rng`` (training batches) mixed as ``mix`` says."""
+        model_feeds = mix(self.samples, index, self.mixup, mix_rng) if mix_rng is not None else self.samples.take(index)
         extra = self.extra(index, model_feeds)
         return [model_feeds[name] if name in model_feeds else extra[name] for name in self.step_inputs]
 

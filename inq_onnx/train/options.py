@@ -44,6 +44,9 @@ class OptimizerChoice(str, enum.Enum):
     ADAMW = "adamw"
 
 
+MIXUP = 0.5
+
+
 @dataclass(frozen=True)
 class TrainOptions:
     epochs_per_step: int | None = None  # None: from the data size (see epochs_for)
@@ -57,6 +60,7 @@ class TrainOptions:
     temperature: float = 1.0
     distill_tensors: DistillTensors | tuple[str, ...] | None = None  # None: the default for the loss
     class_axis: int | None = None  # None: found from the graph (see losses.find_class_axis)
+    mixup: float | None = None  # share of each distillation batch mixed with another sample (None: mixup_for)
     pins: dict = field(default_factory=dict)
     threads: int | None = None
     provider: str = "CPUExecutionProvider"
@@ -72,6 +76,16 @@ class TrainOptions:
             raise InvalidOptionError(f"learning rate must be positive, got {self.lr}", "pass e.g. --lr 0.01")
         if self.epochs_per_step is not None and self.epochs_per_step < 0:
             raise InvalidOptionError("epochs per step must be >= 0", "pass e.g. --epochs-per-step 2")
+        if self.mixup is not None and not 0 <= self.mixup <= 1:
+            raise InvalidOptionError(f"the mixup share must be in [0, 1], got {self.mixup}", "pass e.g. --mixup 0.5")
+
+    def mixup_for(self, distillation: bool) -> float:
+        """The share of each batch's samples mixed with another (``feeder.mix``): MIXUP when the
+        float teacher gives the targets (the student then matches it between samples too), none
+        with labels, whose mixture has no label."""
+        if self.mixup is not None:
+            return self.mixup if distillation else 0.0
+        return MIXUP if distillation else 0.0
 
     def batch_for(self, samples: int) -> int:
         """32, or a tenth of the samples (at least 4) when fewer than 320: a few dozen photos

@@ -179,6 +179,7 @@ def build_setup(model: onnx.ModelProto, train: Samples, sidecar: Sidecar, option
     session = TrainingSession(artifacts, threads=options.threads, device=training_device(options.provider))
     pmap = param_map(session.order, sites, keys, model)
     feeder = Feeder(train, artifacts.loss, artifacts.inputs, teacher_model=teacher, pins=pins, threads=options.threads,
+                    mixup=options.mixup_for(artifacts.loss.kind is not LossKind.CROSS_ENTROPY),
                     provider=options.provider)
     rewrites = [f"{name}: {result.changed}" for name, result in passes if result.changed]
     return TrainingSetup(session, pmap, feeder, batch, rewrites)
