@@ -1,9 +1,9 @@
 """Lower a model's IR version when it uses nothing the newer versions added.
 
 ONNX Runtime refuses a model whose IR version is above the newest it knows, even when the model
-uses nothing that version added: the training build (1.19.2) reads IR 10, and onnx >= 1.18
-stamps IR 11 or later on every model it makes. A copy with the lower number is the same model
-to ONNX Runtime; what each version added (onnx.proto's version notes) decides whether it is.
+uses nothing that version added: the training build (1.19.2) reads IR 10, and onnx >= 1.18's
+``make_model`` stamps IR 11 or later. A copy with the lower number is then the same model to
+ONNX Runtime; what each version added (onnx.proto's version notes) decides whether it is.
 Only the ``ir_version`` field changes: the copy's graph, opsets and metadata are the input's.
 """
 

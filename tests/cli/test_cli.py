@@ -193,33 +193,38 @@ g (float[N,3,6,6] x) => (float[N,4,6,6] y) { c = Conv <pads = [1,1,1,1]> (x, W) 
     assert "To fix this, for CumSum, quantize one shot without --data, or run `inq-onnx step`" in proc.stderr
 
 
-NO_ONNXRUNTIME = """
+WITHOUT = """
 import importlib.abc, importlib.util, sys
 from importlib import metadata
 
-class NoOnnxRuntime(importlib.abc.MetaPathFinder):
+missing = sys.argv.pop(1)
+
+class Missing(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "onnxruntime":
+        if name.split(".")[0] == missing:
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 
 def version(name, real=metadata.version):
-    if name.startswith("onnxruntime"):
+    if name.startswith(missing):
         raise metadata.PackageNotFoundError(name)
     return real(name)
 
 metadata.version = version
-importlib.util.find_spec = lambda name, *a, real=importlib.util.find_spec: None if name == "onnxruntime" else real(name, *a)
-sys.meta_path.insert(0, NoOnnxRuntime())
+importlib.util.find_spec = lambda name, *a, real=importlib.util.find_spec: None if name == missing else real(name, *a)
+sys.meta_path.insert(0, Missing())
 from inq_onnx_cli.main import main  # what the inq-onnx script runs
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_without_onnxruntime_the_command_says_what_to_install_in_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", NO_ONNXRUNTIME, "quantize", str(FIXTURE), "-o", str(tmp_path / "q.onnx")],
+@pytest.mark.parametrize("missing, message", [
+    ("onnxruntime", "error: inq-onnx needs ONNX Runtime and none is installed. To fix this, pip install 'inq-onnx[runtime]'"),
+    ("safetensors", "error: No module named 'safetensors'. To fix this, reinstall inq-onnx with pip"),
+])
+def test_a_missing_package_is_one_line_saying_what_to_install(tmp_path, missing, message):
+    proc = subprocess.run([sys.executable, "-c", WITHOUT, missing, "quantize", str(FIXTURE), "-o", str(tmp_path / "q.onnx")],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert lines[0].startswith("error: inq-onnx needs ONNX Runtime and none is installed. To fix this, pip install "
-                               "'inq-onnx[runtime]'")
+    assert lines[0].startswith(message), lines[0]
     assert not any(tmp_path.iterdir())

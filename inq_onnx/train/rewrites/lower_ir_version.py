@@ -1,6 +1,6 @@
 """Give the training copy the newest IR version ONNX Runtime reads, when the model uses nothing
-newer (``graph.ir_lowering``): the training build (1.19.2) reads IR 10, and onnx >= 1.18 stamps
-IR 11 or later on every model it makes. The user's graph keeps its own IR version."""
+newer (``graph.ir_lowering``): the training build (1.19.2) reads IR 10, and onnx >= 1.18's
+``make_model`` stamps IR 11 or later. The user's graph keeps its own IR version."""
 
 from __future__ import annotations
 
