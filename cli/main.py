@@ -1,4 +1,8 @@
-"""The `inq-onnx` command: parse, call one library function, print. Errors are one line."""
+"""The `inq-onnx` entry point: run the command group; every failure is one line on stderr.
+
+The library is imported inside ``main``: ``import inq_onnx`` refuses to load without an ONNX
+Runtime (or with two), and that refusal must be a one-line error like any other.
+"""
 
 from __future__ import annotations
 
@@ -8,43 +12,22 @@ import traceback
 
 import click
 
-from inq_onnx import __version__
-from inq_onnx.errors import InqError
-
-from inq_onnx_cli.common import configure_logging, verbosity_options
-from inq_onnx_cli.export_cmd import export_command
-from inq_onnx_cli.inspect_cmd import inspect_command
-from inq_onnx_cli.quantize_cmd import quantize_command
-from inq_onnx_cli.report_cmd import report_command
-from inq_onnx_cli.step_cmd import step_command
-
 EXIT_INTERNAL, EXIT_INTERRUPTED = 3, 130
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="inq-onnx")
-@verbosity_options
-@click.pass_context
-def cli(ctx: click.Context) -> None:
-    """Turn ONNX models into models whose weights are powers of two or zero (INQ).
-
-    \b
-    Example:
-      inq-onnx quantize model.onnx --bits 4 -o model.inq4.onnx
-    """
-    configure_logging(ctx.ensure_object(dict).setdefault("verbosity", 0))
-
-
-cli.add_command(quantize_command)
-cli.add_command(inspect_command)
-cli.add_command(step_command)
-cli.add_command(report_command)
-cli.add_command(export_command)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: every failure is one line on stderr and a non-zero exit code."""
     verbose = any(a in ("-vv", "-vvv") for a in (argv if argv is not None else sys.argv[1:]))
+    try:
+        from inq_onnx_cli.app import cli
+    except ImportError as e:  # no ONNX Runtime, two of them, or a dependency missing
+        if verbose:
+            traceback.print_exc()
+        fix = "" if "To fix this" in str(e) else ". To fix this, reinstall inq-onnx with pip so that its dependencies are installed"
+        click.echo(f"error: {one_line(str(e))}{fix}", err=True)
+        return 1
+    from inq_onnx.errors import InqError
+
     try:
         cli.main(args=argv, prog_name="inq-onnx", standalone_mode=False)
         return 0

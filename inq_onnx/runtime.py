@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -10,6 +11,7 @@ import onnx
 import onnxruntime as ort
 
 from inq_onnx.errors import VerificationError
+from inq_onnx.graph.readers import for_runtime, lowered_path, onnx_runtime
 
 ORT_ERROR_SEVERITY = 4  # 0 verbose .. 4 fatal: we report errors ourselves
 ort.set_default_logger_severity(ORT_ERROR_SEVERITY)
@@ -17,12 +19,19 @@ logging.getLogger("onnxruntime").setLevel(logging.ERROR)
 
 
 def session(model: onnx.ModelProto | str, *, threads: int = 0, providers=("CPUExecutionProvider",)) -> ort.InferenceSession:
-    """An InferenceSession on a model (in memory or a path), logging errors only."""
+    """An InferenceSession on a model (in memory or a path), logging errors only. A model of an
+    IR version newer than ONNX Runtime reads is loaded lowered, when nothing in it needs that version."""
     options = ort.SessionOptions()
     options.log_severity_level = ORT_ERROR_SEVERITY
     if threads:
         options.intra_op_num_threads = threads
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    if isinstance(model, onnx.ModelProto):
+        return open_session(for_runtime(model).SerializeToString(), options, providers)
+    with lowered_path(Path(model), onnx_runtime()) as path:
+        return open_session(str(path), options, providers)
+
+
+def open_session(source: bytes | str, options: ort.SessionOptions, providers) -> ort.InferenceSession:
     try:
         return ort.InferenceSession(source, options, providers=list(providers))
     except Exception as e:  # ORT raises its own untyped Fail/InvalidGraph/... errors

@@ -14,6 +14,7 @@ from inq_onnx import codebook
 from inq_onnx.data import Samples, input_specs
 from inq_onnx.errors import VerificationError
 from inq_onnx.graph.io import tensor_values
+from inq_onnx.graph.readers import check_with_onnx
 from inq_onnx.graph.tensors import constant_sites, iter_graphs
 from inq_onnx.quantize import quantized_tensors
 from inq_onnx.runtime import first_line, session
@@ -147,7 +148,7 @@ def verify(model: ModelLike, *, reference: ModelLike | None = None, samples: Sam
     """
     path = None if isinstance(model, onnx.ModelProto) else Path(model)
     try:
-        onnx.checker.check_model(str(path) if path else model)
+        check_with_onnx(path or model, "the output")
     except (onnx.checker.ValidationError, ValueError) as e:  # ValueError: over 2 GB in memory
         raise VerificationError(f"the output fails onnx.checker: {first_line(e)}", "report it with the model attached") from e
     if path is not None:

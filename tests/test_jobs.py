@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import onnx
+import pytest
 from onnx import numpy_helper
 
 import inq_onnx
@@ -49,3 +50,41 @@ def test_inline_model_with_samples_keeps_its_result_in_memory(tmp_path):
     job = quantize_file(tmp_path / "m.onnx", tmp_path / "out.onnx", QuantizeOptions(bits=4),
                         samples_path=tmp_path / "val.npz", check=False)
     assert job.result.model.SerializeToString() == onnx.load(str(tmp_path / "out.onnx")).SerializeToString()
+
+
+def ir11_files(tmp_path, external: bool = False):
+    """conv_gemm_model stamped IR 11 (what onnx >= 1.18 writes) as a file, and 16 labelled samples."""
+    model = conv_gemm_model()
+    model.ir_version = 11
+    onnx.save_model(model, str(tmp_path / "m.onnx"), save_as_external_data=external, location="m.onnx.data",
+                    size_threshold=0)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(16, 2, 5, 5)).astype(np.float32), labels=rng.integers(0, 4, 16))
+    return tmp_path / "m.onnx", tmp_path / "d.npz", model
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_an_ir_11_model_is_quantized_and_keeps_its_ir_version_and_opsets(tmp_path, external):
+    """ONNX Runtime 1.19.2 and onnx 1.17's checker read IR 10: they get lowered copies."""
+    path, data, model = ir11_files(tmp_path, external)
+    job = quantize_file(path, tmp_path / "out.onnx", QuantizeOptions(bits=4), samples_path=data)
+    written = onnx.load(str(tmp_path / "out.onnx"), load_external_data=False)
+    assert written.ir_version == 11 and written.opset_import == model.opset_import
+    assert job.verification.run_shapes and job.verification.fidelity.samples == 16
+    assert not [p.name for p in tmp_path.iterdir() if "lowered" in p.name]
+
+
+@pytest.mark.training
+def test_full_inq_retrains_an_ir_11_model_and_keeps_its_ir_version(tmp_path):
+    from inq_onnx.incremental import InqOptions
+    from inq_onnx.jobs import inq_file
+    from inq_onnx.train.options import TrainOptions
+
+    path, data, model = ir11_files(tmp_path)
+    job = inq_file(path, tmp_path / "out.onnx", InqOptions(QuantizeOptions(bits=4), schedule=(0.5, 1.0)),
+                   TrainOptions(epochs_per_step=1, lr=0.01), data=data)
+    written = onnx.load(str(tmp_path / "out.onnx"))
+    assert written.ir_version == 11 and written.opset_import == model.opset_import
+    assert any(r.get("train_loss") for r in job.records) and job.verification.checked_tensors == 2
+    training = onnx.load(str(job.run_dir / "artifacts" / "training_model.onnx"), load_external_data=False)
+    assert training.ir_version == 10  # the copy the training build (1.19.2) trains was lowered

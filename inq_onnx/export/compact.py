@@ -26,6 +26,7 @@ from inq_onnx.export.packing import Fields
 from inq_onnx.export.sites import (COMPACT_KEY, Outcome, dtype_name, encode_listed, is_compact,
                                    listed_sites, refuse_or_keep)
 from inq_onnx.graph.io import PROTOBUF_LIMIT
+from inq_onnx.graph.readers import check_with_onnx
 from inq_onnx.graph.passes import copy_model
 from inq_onnx.graph.tensors import all_names, default_opset, get_graph, tensor_proto
 
@@ -122,7 +123,7 @@ def check(model: onnx.ModelProto) -> None:
     if model.ByteSize() >= PROTOBUF_LIMIT:
         return
     try:
-        onnx.checker.check_model(model)
+        check_with_onnx(model, "the compact model")
     except onnx.checker.ValidationError as e:
         first = str(e).strip().splitlines()[0][:160]
         raise ExportError(f"the compact model fails onnx.checker: {first}",

@@ -6,7 +6,6 @@ and moved into place only once complete, so an interrupted run never leaves a pa
 
 from __future__ import annotations
 
-import functools
 import glob
 import logging
 import os
@@ -22,6 +21,7 @@ from onnx import external_data_helper
 
 from inq_onnx.errors import ModelLoadError, ModelSaveError, UnsupportedModelError
 from inq_onnx.graph.pieces import PieceWriter, copy_fields, skeleton
+from inq_onnx.graph.readers import check_with_onnx, ir_refusal, onnx_runtime, runtime_limits
 from inq_onnx.graph.tensor_check import check_tensors
 from inq_onnx.graph.tensors import TensorSite, default_opset, from_array, tensor_proto, to_array, write_tensor
 
@@ -73,58 +73,16 @@ def check_readable_file(path: Path) -> None:
         raise ModelLoadError(f"{path} is not readable", "check its permissions")
 
 
-@dataclass(frozen=True)
-class RuntimeLimits:
-    """The newest IR version and default-domain opset the installed ONNX Runtime loads."""
-
-    version: str
-    ir_version: int
-    opset: int
-
-
-# ONNX Runtime 1.19.2, the oldest we support, loads these; newer releases load more.
-OLDEST_IR_VERSION, OLDEST_OPSET = 10, 21
-
-
-@functools.cache
-def runtime_limits() -> RuntimeLimits:
-    """Measured, not looked up: the highest IR version and opset at which the installed ONNX
-    Runtime accepts an empty model (a few millisecond probes, once per process)."""
-    import onnxruntime
-
-    def loads(ir_version: int, opset: int) -> bool:
-        x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
-        probe = onnx.helper.make_model(onnx.helper.make_graph([], "probe", [x], [x]),
-                                       opset_imports=[onnx.helper.make_opsetid("", opset)])
-        probe.ir_version = ir_version
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 4
-        try:
-            onnxruntime.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        except Exception:  # noqa: BLE001 - ORT's own error types: any refusal means "not loadable"
-            return False
-        return True
-
-    ir_version, opset = OLDEST_IR_VERSION, OLDEST_OPSET
-    while ir_version < OLDEST_IR_VERSION + 50 and loads(ir_version + 1, OLDEST_OPSET):  # bounded, whatever ORT does
-        ir_version += 1
-    while opset < OLDEST_OPSET + 50 and loads(OLDEST_IR_VERSION, opset + 1):
-        opset += 1
-    return RuntimeLimits(onnxruntime.__version__, ir_version, opset)
-
-
 def check_loadable(model: onnx.ModelProto, label: str) -> None:
-    """Reject what is not a model, or what the installed ONNX Runtime cannot load."""
+    """Reject what is not a model, or what the installed ONNX Runtime cannot load (an IR version
+    it does not read is fine when a lowered copy is the same model: see ``readers``)."""
     if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
         raise ModelLoadError(f"{label} is not an ONNX model (no graph, IR version or opset)",
                              "pass an .onnx file exported by a framework or written by onnx.save")
+    refusal = ir_refusal(model, onnx_runtime(), label)  # a newer IR version that lowering cannot take away
+    if refusal is not None:
+        raise refusal
     limits = runtime_limits()
-    if model.ir_version > limits.ir_version:
-        raise UnsupportedModelError(
-            f"{label} has IR version {model.ir_version}; the installed ONNX Runtime {limits.version} loads at most "
-            f"IR version {limits.ir_version}",
-            f"install a newer onnxruntime, or set model.ir_version = {limits.ir_version} and save again "
-            f"if the model uses nothing IR version {model.ir_version} added")
     default = default_opset(model)
     if default > limits.opset:
         raise UnsupportedModelError(
@@ -137,10 +95,11 @@ def check_loadable(model: onnx.ModelProto, label: str) -> None:
 def check_structure(model: onnx.ModelProto, label: str) -> None:
     """onnx.checker on the graph (ops, names, types, attributes), not on the main graph's tensor
     data: onnx.checker reads that data only to see that some is there, and checking a big model
-    whole would serialize or parse it once more. ``check_tensors`` checks the data itself."""
+    whole would serialize or parse it once more. ``check_tensors`` checks the data itself. An IR
+    version newer than the installed onnx checks is lowered first (``readers``)."""
     log.info("onnx.checker on %s: graph structure only (tensor data checked against dims instead)", label)
     try:
-        onnx.checker.check_model(structure_view(model))
+        check_with_onnx(structure_view(model), label)
     except (onnx.checker.ValidationError, ValueError) as e:
         first = str(e).strip().splitlines()[0][:160]
         raise ModelLoadError(f"{label} fails onnx.checker: {first}", "re-export the model or repair it with onnx tools") from e

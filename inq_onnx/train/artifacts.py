@@ -22,6 +22,7 @@ import onnx
 
 import inq_onnx
 from inq_onnx.errors import InvalidOptionError, TrainingError
+from inq_onnx.graph.readers import for_runtime
 from inq_onnx.train.losses import KL_SOFTMAX_OPSET, LossSpec, ResolvedLoss, resolve_loss
 from inq_onnx.train.ort_training import require_training
 from inq_onnx.train.rewrites.gradient_support import (
@@ -136,6 +137,7 @@ def build_artifacts(
     The optimizer model is AdamW; inq-onnx's own loop may ignore it and only read gradients.
     """
     require_training()
+    model = for_runtime(model)  # the training build reads IR 10: a newer copy is lowered when it can be
     names = check_trainable(model, trainable)
     resolved = resolve_loss(model, loss)
     if resolved.needs_opset_raise:  # the copy ORT trains is ours to convert; the user's graph is not touched

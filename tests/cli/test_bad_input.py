@@ -123,8 +123,10 @@ def external_model(location: str | None = None, keep_data: bool = True) -> Calla
     return build
 
 
-def ir_version(v: int) -> Callable[[onnx.ModelProto], None]:
-    return lambda m: setattr(m, "ir_version", v)
+def newer_ir_used(model: onnx.ModelProto) -> None:
+    """One IR version past what ONNX Runtime loads, and a FLOAT4E2M1 tensor (IR 11): not lowerable."""
+    model.ir_version = NEWEST.ir_version + 1
+    model.graph.initializer.append(onnx.TensorProto(name="fp4", data_type=23, dims=[2], raw_data=b"\x21"))
 
 
 def opset(v: int) -> Callable[[onnx.ModelProto], None]:
@@ -195,7 +197,7 @@ CASES = [
     Case("fails-checker", edited_fixture(dangling_input), (*Q, *OUT), "fails onnx.checker"),
     Case("weight-data-short", edited_fixture(weight_data_short), (*Q, *OUT), "tensor 'fc1.weight' holds"),
     # one past what the installed ONNX Runtime loads (1.19.2: IR 10, opset 21), both versions named
-    Case("ir-version-too-new", edited_fixture(ir_version(NEWEST.ir_version + 1)), (*Q, *OUT),
+    Case("ir-version-too-new", edited_fixture(newer_ir_used), (*Q, *OUT),
          f"IR version {NEWEST.ir_version + 1}; the installed ONNX Runtime {NEWEST.version} loads at most "
          f"IR version {NEWEST.ir_version}"),
     Case("opset-too-new", edited_fixture(opset(NEWEST.opset + 1)), (*Q, *OUT),

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from tests.conftest import FIXTURE
+from tests.conftest import FIXTURE, REPO
 
 CLI = [sys.executable, "-m", "inq_onnx_cli.main"]
 
@@ -199,3 +199,40 @@ g (float[N,3,6,6] x) => (float[N,4,6,6] y) { c = Conv <pads = [1,1,1,1]> (x, W) 
     assert "CumSum: blocks training (no gradient builder)" in proc.stderr
     assert "HardSwish: trains through a rewrite (hardsigmoid_to_minmax)" in proc.stderr
     assert "To fix this, for CumSum, quantize one shot without --data, or run `inq-onnx step`" in proc.stderr
+
+
+WITHOUT = """
+import importlib.abc, importlib.util, sys
+from importlib import metadata
+
+missing = sys.argv.pop(1)
+
+class Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == missing:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+def version(name, real=metadata.version):
+    if name.startswith(missing):
+        raise metadata.PackageNotFoundError(name)
+    return real(name)
+
+metadata.version = version
+importlib.util.find_spec = lambda name, *a, real=importlib.util.find_spec: None if name == missing else real(name, *a)
+sys.meta_path.insert(0, Missing())
+from inq_onnx_cli.main import main  # what the inq-onnx script runs
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("missing, message", [
+    ("onnxruntime", "error: inq-onnx needs ONNX Runtime and none is installed. To fix this, pip install 'inq-onnx[runtime]'"),
+    ("safetensors", "error: No module named 'safetensors'. To fix this, reinstall inq-onnx with pip"),
+])
+def test_a_missing_package_is_one_line_saying_what_to_install(tmp_path, missing, message):
+    proc = subprocess.run([sys.executable, "-c", WITHOUT, missing, "quantize", str(FIXTURE), "-o", str(tmp_path / "q.onnx")],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith(message), lines[0]
+    assert not any(tmp_path.iterdir())

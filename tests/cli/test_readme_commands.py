@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import pytest
 
-from inq_onnx_cli.main import cli
+from inq_onnx_cli.app import cli
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -35,12 +35,23 @@ def test_too_new_ir_or_opset_is_refused():
     assert limits.ir_version >= 10 and limits.opset >= 21
     model = conv_gemm_model()
     model.ir_version = limits.ir_version + 1
-    with pytest.raises(UnsupportedModelError, match=f"IR version {limits.ir_version + 1};.* {limits.version} "):
+    model.graph.initializer.append(onnx.TensorProto(name="fp4", data_type=23, dims=[2], raw_data=b"\x21"))  # FLOAT4E2M1: IR 11
+    with pytest.raises(UnsupportedModelError, match=f"IR version {limits.ir_version + 1}; the installed ONNX Runtime "
+                                                    f"{limits.version} loads at most IR version {limits.ir_version}, and "):
         load_model(model)
     model = conv_gemm_model()
     model.opset_import[0].version = limits.opset + 1
     with pytest.raises(UnsupportedModelError, match=f"opset {limits.opset + 1};.* at most opset {limits.opset}"):
         load_model(model)
+
+
+def test_an_ir_11_model_that_uses_nothing_of_ir_11_loads_as_it_is(tmp_path):
+    """ONNX Runtime 1.19.2 reads IR 10: it gets lowered copies (graph/readers.py), the model stays IR 11."""
+    model = conv_gemm_model()
+    model.ir_version = 11
+    assert load_model(model)[0] is model and model.ir_version == 11
+    onnx.save_model(model, str(tmp_path / "m.onnx"))
+    assert load_model(tmp_path / "m.onnx")[0].ir_version == 11
 
 
 def test_checker_failure_is_refused():

@@ -30,7 +30,7 @@ g (float[N,3,?,?] x, int64 mode) => (float[N,2,?,?] y) {
 """ % (", ".join(map(str, rand(4, 3, 3, 3).ravel())), ", ".join(map(str, rand(4, 2, 2, 2, seed=1).ravel())))
 
 
-MISSING = {"globalmaxpool_to_maxpool", "softmax_pattern_to_softmax", "reduce_to_maxpool", "activations_to_primitives",
+MISSING = {"lower_ir_version", "globalmaxpool_to_maxpool", "softmax_pattern_to_softmax", "reduce_to_maxpool", "activations_to_primitives",
            "depth_to_space_to_transpose", "instancenorm_to_moments", "reduce_to_reducesum",
            "lrn_to_avgpool", "lpnorm_to_reduce", "groupnorm_to_moments",
            "mvn_to_moments", "layernorm_outputs"}  # tested apart
@@ -51,7 +51,7 @@ def test_prepare_removes_every_blocker_and_keeps_the_forward():
     prepared, steps = prepare_for_training(model, input_shapes={"x": (2, 3, 4, 6)}, pins={"mode": np.array(2)})
     assert frozen(model) == before
     assert [name for name, _ in steps] == [
-        "fold_if", "pin_input_shapes", "constants_to_initializers", "hardsigmoid_to_minmax",
+        "lower_ir_version", "fold_if", "pin_input_shapes", "constants_to_initializers", "hardsigmoid_to_minmax",
         "clip_opset_bump", "batchnorm_to_affine", "resize_to_repeat", "convtranspose_to_conv_shuffle",
         "globalmaxpool_to_maxpool", "softmax_pattern_to_softmax", "reduce_to_maxpool", "activations_to_primitives",
         "depth_to_space_to_transpose", "instancenorm_to_moments", "reduce_to_reducesum",

@@ -17,6 +17,7 @@ from inq_onnx.train.rewrites.gradient_support import (
 from inq_onnx.train.rewrites.hardsigmoid_to_minmax import hardsigmoid_to_minmax
 from inq_onnx.train.rewrites.instancenorm_to_moments import instancenorm_to_moments
 from inq_onnx.train.rewrites.lpnorm_to_reduce import lpnorm_to_reduce
+from inq_onnx.train.rewrites.lower_ir_version import lower_ir_version
 from inq_onnx.train.rewrites.lrn_to_avgpool import lrn_to_avgpool
 from inq_onnx.train.rewrites.mvn_to_moments import mvn_to_moments
 from inq_onnx.train.rewrites.pin_input_shapes import pin_input_shapes
@@ -44,6 +45,7 @@ __all__ = [
     "groupnorm_to_moments",
     "hardsigmoid_to_minmax",
     "instancenorm_to_moments",
+    "lower_ir_version",
     "lpnorm_to_reduce",
     "lrn_to_avgpool",
     "mvn_to_moments",

@@ -23,6 +23,7 @@ from inq_onnx.train.rewrites.hardsigmoid_to_minmax import hardsigmoid_to_minmax
 from inq_onnx.train.rewrites.layernorm_outputs import layernorm_outputs
 from inq_onnx.train.rewrites.instancenorm_to_moments import instancenorm_to_moments
 from inq_onnx.train.rewrites.lpnorm_to_reduce import lpnorm_to_reduce
+from inq_onnx.train.rewrites.lower_ir_version import lower_ir_version
 from inq_onnx.train.rewrites.lrn_to_avgpool import lrn_to_avgpool
 from inq_onnx.train.rewrites.mvn_to_moments import mvn_to_moments
 from inq_onnx.train.rewrites.pin_input_shapes import pin_input_shapes
@@ -78,7 +79,8 @@ def prepare_for_training(
     input_shapes: Mapping[str, Sequence[int]],
     pins: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[onnx.ModelProto, list[tuple[str, PassResult]]]:
-    """Fold If, pin shapes, then rewrite what ORT cannot differentiate; return each step.
+    """Lower the IR version to what ORT reads, fold If, pin shapes, then rewrite what ORT cannot
+    differentiate; return each step.
 
     Every input that is not in ``pins`` needs a static shape, from ``input_shapes`` or its
     declaration. The result is tied to those shapes and pinned values.
@@ -94,7 +96,7 @@ def prepare_for_training(
 
     pin.__name__, fold.__name__ = "pin_input_shapes", "fold_if"
     return run_passes(model, [
-        fold, pin, constants_to_initializers, hardsigmoid_to_minmax, clip_opset_bump,
+        lower_ir_version, fold, pin, constants_to_initializers, hardsigmoid_to_minmax, clip_opset_bump,
         batchnorm_to_affine, resize_to_repeat, convtranspose_to_conv_shuffle,
         globalmaxpool_to_maxpool, softmax_pattern_to_softmax, reduce_to_maxpool, activations_to_primitives,
         depth_to_space_to_transpose, instancenorm_to_moments, reduce_to_reducesum, lrn_to_avgpool,
