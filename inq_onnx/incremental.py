@@ -52,6 +52,9 @@ def weight_sites(model: onnx.ModelProto, options: QuantizeOptions) -> dict[str, 
     return {(c.name if names.count(c.name) == 1 else f"{c.name}@{c.site.graph_path}"): c.site for c in chosen}
 
 
+RETRAINING_GAIN = 2.0  # before retraining, chosen n1 rules must halve the output error (range_choice)
+
+
 def choose_ranges(model: onnx.ModelProto, options: InqOptions, branches: list[tuple[Samples, dict]]):
     """With ``--range auto``: each weight's n1 rule judged by the outputs on the training samples
     (``range_choice``; only rules that clamp at least as hard as the static one), or None for
@@ -63,7 +66,7 @@ def choose_ranges(model: onnx.ModelProto, options: InqOptions, branches: list[tu
     axes = channel_axes(model, options.quantize)
     weights = {site: axes.get(site, ()) for site in weight_sites(model, options.quantize).values()}
     return choose_rules(model, weights, options.quantize.bits, output_judge(model, branches, seed=options.seed),
-                        clamp_only=True)
+                        clamp_only=True, min_gain=RETRAINING_GAIN)
 
 
 def channel_axes(model: onnx.ModelProto, options: QuantizeOptions) -> dict[TensorSite, tuple[int, ...]]:

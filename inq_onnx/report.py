@@ -162,6 +162,9 @@ def range_choice_summary(choice: "RangeChoice") -> str:
     changed: dict[str, int] = {}
     for rule in choice.changed.values():
         changed[rule] = changed.get(rule, 0) + 1
+    head = f"n1 rules judged by the outputs on {choice.samples} samples ({choice.runs} trial runs): "
+    if choice.kept_static:
+        return (head + f"the static rules kept: the best others gave output error {choice.error_chosen:.3g} "
+                f"against {choice.error_static:.3g}, less than a halving")
     moved = ", ".join(f"{n} to {r}" for r, n in sorted(changed.items())) or "none changed"
-    return (f"n1 rules judged by the outputs on {choice.samples} samples ({choice.runs} trial runs): {moved}; "
-            f"output error {choice.error_static:.3g} -> {choice.error_chosen:.3g}")
+    return head + f"{moved}; output error {choice.error_static:.3g} -> {choice.error_chosen:.3g}"

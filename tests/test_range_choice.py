@@ -149,3 +149,15 @@ def test_before_retraining_only_rules_that_clamp_harder_are_tried():
     assert clamp.rules[W] in (RangeRule.MSE, RangeRule.MAE) and clamp.runs < free.runs
     w = numpy_helper.to_array(model.graph.initializer[0])
     assert make_codebook_by(w, 3, (), clamp.rules[W]).n1 <= make_codebook_by(w, 3, (), RangeRule.MSE).n1
+
+
+def test_before_retraining_the_choice_stands_only_where_it_divides_the_output_error_enough():
+    model, s = outlier_model(), samples(live_first_input=False)
+    gain = choose_rules(model, {W: ()}, 4, output_judge(model, [(s, {})]))
+    assert gain.error_static / gain.error_chosen > 10
+    stands = choose_rules(model, {W: ()}, 4, output_judge(model, [(s, {})]), min_gain=10)
+    assert stands.rules == gain.rules and not stands.kept_static
+    kept = choose_rules(model, {W: ()}, 4, output_judge(model, [(s, {})]), min_gain=1e6)
+    assert kept.kept_static and kept.rules == {W: RangeRule.PAPER} and kept.changed == {}
+    assert kept.error_chosen == gain.error_chosen  # what the others would have given is still said
+    assert "the static rules kept" in range_choice_summary(kept)
