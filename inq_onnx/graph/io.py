@@ -106,17 +106,25 @@ def check_structure(model: onnx.ModelProto, label: str) -> None:
 
 
 def structure_view(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A small copy of ``model`` whose main-graph initializers hold a few bytes of raw data."""
+    """A small copy of ``model`` whose main-graph initializers with raw data hold one element
+    each (dims [1]: onnx >= 1.18's checker compares the data's size with the dims)."""
     view = skeleton(model)
     for init in model.graph.initializer:
         stub = view.graph.initializer.add()
         copy_fields(init, stub, skip="raw_data")
         if init.HasField("raw_data"):
-            stub.raw_data = bytes(STUB_BYTES)
+            del stub.dims[:]
+            stub.dims.append(1)
+            stub.raw_data = bytes(element_bytes(init.data_type))
     return view
 
 
-STUB_BYTES = 16
+def element_bytes(data_type: int) -> int:
+    """Bytes of one element's raw data (a 4-bit type takes one byte for one element)."""
+    try:
+        return max(1, onnx.helper.tensor_dtype_to_np_dtype(data_type).itemsize)
+    except (KeyError, TypeError, ValueError):
+        return 16
 
 
 def load_external(model: onnx.ModelProto, path: Path) -> None:
