@@ -89,7 +89,8 @@ def test_full_inq_starts_from_the_chosen_rules_and_says_so():
     model, s = outlier_model(), samples(live_first_input=False)
     inq = InqOptions(quantize=QuantizeOptions(bits=4))
     events = []
-    ckpt = first_checkpoint(model, inq, [(s, {})], {"bits": 4}, lambda kind, info: events.append((kind, info)))
+    ckpt, logged = first_checkpoint(model, inq, [(s, {})], {"bits": 4}, lambda kind, info: events.append((kind, info)))
+    assert logged["changed"] == {"w": ckpt.sidecar.tensors["w"].range_rule.value} and not logged["kept_static"]
     chosen = choose_ranges(model, inq, [(s, {})]).rules[W]
     assert ckpt.sidecar.tensors["w"].range_rule is chosen is not RangeRule.PAPER
     assert start(model, inq).tensors["w"].range_rule is RangeRule.PAPER  # without samples: static

@@ -102,11 +102,12 @@ def retrain(model: onnx.ModelProto, train: Samples | Sequence[Samples], *, inq: 
     split = [held_out(t, v, options, inq.seed) for t, v in zip(trains, vals)]
     trains, judges = [s[0] for s in split], [s[1] for s in split]
     setups = build_setups(model, trains, ckpt.sidecar if ckpt else static_start(model, inq), options, run_dir, teacher)
+    choice = None
     if ckpt is None:  # once the options are known to build: the n1 choice runs the model many times
-        ckpt = first_checkpoint(model, inq, [(t, pinned_values(model, c)) for t, c in zip(trains, combos)],
+        ckpt, choice = first_checkpoint(model, inq, [(t, pinned_values(model, c)) for t, c in zip(trains, combos)],
                                 run_options, on_event)
     figures_on = [v if v is not None else j for v, j in zip(vals, judges)]
-    loop = Loop(teacher, setups, inq, options, run_dir, figures_on, on_event, judges=judges)
+    loop = Loop(teacher, setups, inq, options, run_dir, figures_on, on_event, judges=judges, range_choice=choice)
     return loop.run(ckpt)
 
 
@@ -118,8 +119,9 @@ class Loop:
     partition and one mask sidecar cover the whole file."""
 
     def __init__(self, reference, setups: list[TrainingSetup], inq, options: TrainOptions, run_dir, vals, on_event, *,
-                 judges: list[Samples | None] | None = None):
+                 judges: list[Samples | None] | None = None, range_choice: dict | None = None):
         self.reference, self.setups, self.inq, self.options = reference, setups, inq, options
+        self.range_choice = range_choice  # what judging the n1 rules did: the run log's first line keeps it
         self.run_dir, self.vals, self.on_event = run_dir, vals, on_event
         judges = judges or [None] * len(setups)
         self.heldouts = [HeldOutLoss(s, j if j is not None else capped(s.feeder.samples, inq.seed))
@@ -135,7 +137,8 @@ class Loop:
     def run(self, ckpt: Checkpoint) -> RunResult:
         resumed = ckpt.optimizer is not None or ckpt.sidecar.step >= 0
         if any(v is not None for v in self.vals) and ckpt.sidecar.step < 0:
-            self.record(-1, 0.0, None, self.baseline(ckpt.sidecar), 0.0)
+            choice = {"range_choice": self.range_choice} if self.range_choice else {}
+            self.record(-1, 0.0, None, {**self.baseline(ckpt.sidecar), **choice}, 0.0)
         previous = signal.signal(signal.SIGINT, self.request_stop)
         try:
             while True:

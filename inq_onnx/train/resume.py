@@ -18,14 +18,16 @@ __all__ = ["first_checkpoint", "check_resumable"]
 
 
 def first_checkpoint(model: onnx.ModelProto, inq: InqOptions, branches: list[tuple[Samples, dict]],
-                     run_options: dict, on_event) -> Checkpoint:
-    """The state before step 1; with ``--range auto`` each weight's n1 rule is first judged by the
-    model's outputs on the training samples of every branch (its pinned inputs with them)."""
+                     run_options: dict, on_event) -> tuple[Checkpoint, dict | None]:
+    """The state before step 1, and what choosing the n1 rules did (for the run log): with
+    ``--range auto`` each weight's rule is first judged by the model's outputs on the training
+    samples of every branch (its pinned inputs with them)."""
     choice = choose_ranges(model, inq, branches)
     if choice is not None:
         on_event("range_choice", {**choice.as_dict(), "summary": range_choice_summary(choice)})
     sidecar = start(model, inq, choice.rules if choice is not None else None)
-    return Checkpoint(model, sidecar, Progress(trained=True, options=run_options), None)
+    return (Checkpoint(model, sidecar, Progress(trained=True, options=run_options), None),
+            choice.as_dict() if choice is not None else None)
 
 
 def check_resumable(model, ckpt: Checkpoint, inq: InqOptions, run_options: dict, run_dir: Path) -> None:

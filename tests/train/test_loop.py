@@ -58,6 +58,8 @@ def test_full_run_quantizes_everything_and_keeps_accuracy(digits, tmp_path):
     assert [r["step"] for r in records] == [-1, 0, 1, 2]
     assert records[-1]["val_accuracy"] > records[0]["float_accuracy"] - 0.03
     assert len(frozen_at) == 4
+    choice = records[0]["range_choice"]  # --range auto judged the n1 rules on the training samples
+    assert choice["samples"] == 64 and choice["runs"] >= 1 and choice["error"] is None
 
 
 def test_interrupted_run_resumes_to_identical_weights(digits, tmp_path):
