@@ -37,9 +37,9 @@ def training_options(command):
                      help="Tensors distillation matches to the float model: outputs (every float output), auto "
                           "(+ a few block outputs), none (the loss output only), or the outputs + NAMEs "
                           "[default: outputs for distillation, none with labels]."),
-        click.option("--mixup", type=click.FloatRange(0, 1), metavar="SHARE",
+        click.option("--mixup", type=click.FloatRange(0, 1), metavar="SHARE", default=0.0,
                      help="Distillation: the share of each batch mixed with another sample, x' = l x + (1 - l) x2, "
-                          "l uniform, the float model giving the target [default: 0.5; 0 turns it off]."),
+                          "l uniform, the float model giving the target [default: 0, off]."),
         click.option("--class-axis", type=int, help="Axis of the classes for cross-entropy and KL [default: found from the graph]."),
         click.option("--pin", multiple=True, metavar="INPUT=VALUE[,VALUE...]",
                      help="Fix an input (e.g. sr=16000) so its If branches fold for training; several values "

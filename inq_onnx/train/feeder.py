@@ -62,7 +62,8 @@ def mix(samples: Samples, index: np.ndarray, share: float, rng: np.random.Genera
 
 class Feeder:
     """Feeds for the training model's inputs, in its order, for one batch of sample indices;
-    training batches mix a ``mixup`` share of their samples when the teacher gives the targets."""
+    with ``mixup`` (``--mixup``), training batches mix that share of their samples when the
+    teacher gives the targets."""
 
     def __init__(self, samples: Samples, loss: ResolvedLoss, step_inputs: tuple[str, ...], *,
                  teacher_model: onnx.ModelProto | None, pins: dict[str, np.ndarray], threads: int | None = None,

@@ -8,7 +8,7 @@ import pytest
 from inq_onnx.data import Samples
 from inq_onnx.errors import InvalidOptionError
 from inq_onnx.train.feeder import mix
-from inq_onnx.train.options import MIXUP, TrainOptions
+from inq_onnx.train.options import TrainOptions
 
 
 def samples() -> Samples:
@@ -46,7 +46,7 @@ def test_mixing_is_reproducible_and_none_or_all_by_share():
 
 
 def test_mixup_is_for_distillation_only_and_checked():
-    assert TrainOptions().mixup_for(True) == MIXUP and TrainOptions().mixup_for(False) == 0.0
-    assert TrainOptions(mixup=0.0).mixup_for(True) == 0.0 and TrainOptions(mixup=0.2).mixup_for(False) == 0.0
+    assert TrainOptions().mixup_for(True) == 0.0  # off by default
+    assert TrainOptions(mixup=0.5).mixup_for(True) == 0.5 and TrainOptions(mixup=0.5).mixup_for(False) == 0.0
     with pytest.raises(InvalidOptionError, match="mixup share"):
         TrainOptions(mixup=1.5)
