@@ -88,16 +88,20 @@ def lr_cell(r: dict) -> str:
 
 
 def run_notes(records: list[dict]) -> list[str]:
-    """What a reader of the table needs besides it: how the rate was chosen, what the validation
-    figures are on, and whether retraining ended below one-shot rounding."""
+    """What a reader of the table needs besides it: how the n1 rules and the rate were chosen,
+    what the validation figures are on, and whether retraining ended below one-shot rounding."""
     from inq_onnx.train.evaluate import below_one_shot
     from inq_onnx_cli.progress import describe_search
+
+    from inq_onnx.range_choice import RangeChoice
 
     notes = []
     float_record = next((r for r in records if r["step"] < 0), None)
     if float_record and float_record.get("val_source"):
         count = float_record.get("val_samples", "?")
         notes.append(f"validation figures on {count} samples ({float_record['val_source']})")
+    if float_record and float_record.get("range_choice"):
+        notes.append(range_choice_summary(RangeChoice(rules={}, **float_record["range_choice"])))
     notes += [f"step {r['step'] + 1}: {describe_search(r['lr_search'])}" for r in records if r.get("lr_search")]
     verdict = below_one_shot(records)
     if verdict:

@@ -21,6 +21,7 @@ def test_a_default_run_says_how_the_rate_was_chosen_and_what_the_figures_are_on(
     report = run("report", f"{out}.inq-run")
     assert report.returncode == 0, report.stderr
     assert " lr " in report.stdout.splitlines()[0] and "chosen from 5 trials" in report.stdout
+    assert "n1 rules judged by the outputs on 64 samples" in report.stdout  # --range auto with --data
 
 
 def test_a_rolled_back_step_is_shown(tmp_path):
@@ -37,3 +38,7 @@ def test_a_rolled_back_step_is_shown(tmp_path):
     notes = run_notes([{"step": -1, "one_shot_val_accuracy": 0.9, "val_samples": 100, "val_source": "val.npz"},
                        {**record, "val_accuracy": 0.8}])
     assert notes[0] == "validation figures on 100 samples (val.npz)" and "BELOW one-shot" in notes[-1]
+    choice = {"samples": 64, "runs": 9, "error_static": 4.8, "error_chosen": 0.37, "changed": {"w": "mae"},
+              "error": None, "kept_static": False}
+    notes = run_notes([{"step": -1, "range_choice": choice}, {**record, "val_accuracy": 0.8}])
+    assert notes[0] == "n1 rules judged by the outputs on 64 samples (9 trial runs): 1 to mae; output error 4.8 -> 0.37"
