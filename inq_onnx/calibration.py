@@ -16,7 +16,7 @@ import onnx
 from inq_onnx import bias_correction as bc
 from inq_onnx.data import Samples
 from inq_onnx.graph.bias_layers import Layer, add_bias, expose_values, find_layers
-from inq_onnx.graph.io import PROTOBUF_LIMIT, tensor_bytes
+from inq_onnx.graph.io import fits_one_session
 from inq_onnx.graph.tensors import TensorSite, read_tensor, tensor_proto, write_tensor
 from inq_onnx.runtime import session
 
@@ -92,7 +92,7 @@ def calibrate(model: onnx.ModelProto, weights, samples: Samples, *, pins: dict |
     index = np.sort(np.random.default_rng(seed).permutation(len(samples))[:limit])
     if not layers:
         return Calibration(layers, {}, len(index), skipped)
-    if uses_external_data(model) or tensor_bytes(model) > PROTOBUF_LIMIT:
+    if not fits_one_session(model):
         return Calibration({}, {}, len(index), skipped, error="the model has external data or is over 2 GB "
                                                                "(it would be copied whole into ONNX Runtime)")
     try:
@@ -101,10 +101,6 @@ def calibrate(model: onnx.ModelProto, weights, samples: Samples, *, pins: dict |
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         return Calibration({}, {}, len(index), skipped, error=f"the model could not be run on the samples: {reason}")
     return Calibration(layers, means, len(index), skipped)
-
-
-def uses_external_data(model: onnx.ModelProto) -> bool:
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
 
 
 def measure_means(model: onnx.ModelProto, layers: dict[TensorSite, Layer], samples: Samples, index: np.ndarray,

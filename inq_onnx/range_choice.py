@@ -38,7 +38,7 @@ import onnx
 from inq_onnx import codebook
 from inq_onnx.codebook_range import RangeRule, make_codebook_by, resolve_rule
 from inq_onnx.data import Samples
-from inq_onnx.graph.io import PROTOBUF_LIMIT, tensor_bytes
+from inq_onnx.graph.io import fits_one_session
 from inq_onnx.graph.passes import copy_model
 from inq_onnx.graph.tensors import TensorSite, read_tensor, write_tensor
 from inq_onnx.runtime import first_line, session
@@ -139,8 +139,7 @@ def output_judge(model: onnx.ModelProto, branches: list[tuple[Samples, dict]], *
                  seed: int = 0) -> OutputJudge | str:
     """A judge on at most ``limit`` samples of each branch (samples and the pinned inputs they go
     with; fewer where samples are large), or why there can be none."""
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer) \
-            or tensor_bytes(model) > PROTOBUF_LIMIT:
+    if not fits_one_session(model):
         return "the model has external data or is over 2 GB (every trial would copy it whole into ONNX Runtime)"
     feeds, count = [], 0
     for samples, pins in branches:

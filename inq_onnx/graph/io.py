@@ -158,6 +158,13 @@ def tensor_bytes(model: onnx.ModelProto) -> int:
     return sum(len(t.raw_data) for t in external_data_helper._get_all_tensors(model))
 
 
+def fits_one_session(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` can go whole, in memory, into an ONNX Runtime session: no initializer
+    in external data and under protobuf's 2 GB."""
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    return not external and tensor_bytes(model) <= PROTOBUF_LIMIT
+
+
 def check_writable_target(path: Path, source: Source | None = None) -> None:
     if source is not None and source.path is not None and path.resolve() == source.path.resolve():
         raise ModelSaveError(f"the output {path} is the input model", "choose another output path (-o); the input is never modified")
