@@ -49,15 +49,14 @@ def mix(samples: Samples, index: np.ndarray, share: float, rng: np.random.Genera
     n = len(index)
     other = rng.permutation(n)
     weight = np.where(rng.random(n) < share, rng.random(n), 1.0)
-    axes = samples.sample_axes or {}
-    feeds = {}
+    batch = {}
     for name, values in samples.inputs.items():
         x = values[index]
         if np.issubdtype(x.dtype, np.floating):
             w = weight.reshape(-1, *[1] * (x.ndim - 1)).astype(x.dtype)
             x = w * x + (1 - w) * x[other]
-        feeds[name] = np.ascontiguousarray(np.moveaxis(x, 0, axes.get(name, 0)))
-    return feeds
+        batch[name] = x
+    return Samples(batch, None, samples.source, samples.sample_axes).take(slice(None))  # the model's axis order
 
 
 class Feeder:
