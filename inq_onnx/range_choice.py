@@ -94,6 +94,11 @@ def codebooks_by_rule(w: np.ndarray, bits: int, axes: tuple[int, ...]) -> dict[R
     return {rule: make_codebook_by(w, bits, axes, rule) for rule in RULES}
 
 
+def distinct_rules(by_rule: dict[RangeRule, np.ndarray]) -> list[RangeRule]:
+    """The rules of ``RULES`` that give a codebook no earlier rule gives (rules sharing one share its rounded copy)."""
+    return [r for i, r in enumerate(RULES) if all(by_rule[r] is not by_rule[p] for p in RULES[:i])]
+
+
 def canonical(by_rule: dict[RangeRule, np.ndarray], rule: RangeRule, static: RangeRule) -> RangeRule:
     """The rule to record for ``rule``'s codebook: the static one if it gives the same, else the first that does."""
     if by_rule[rule] is by_rule[static]:
@@ -122,14 +127,13 @@ def best_uniform(judge: OutputJudge, work: onnx.ModelProto, options: dict, stati
     better (where a few outliers break every tensor, no single tensor's change shows)."""
     chosen, best = dict(static), static_error
     for rule in RULES:
-        uniform = {site: rule for site in options}
-        if all(options[site][rule] is options[site][static[site]] for site in options):
+        if all(by_rule[rule] is by_rule[static[site]] for site, by_rule in options.items()):
             continue
         for site, by_rule in options.items():
-            write_tensor(work, site, by_rule[uniform[site]])
+            write_tensor(work, site, by_rule[rule])
         err = judge.error(work)
         if err < best:
-            best, chosen = err, {**static, **uniform}
+            best, chosen = err, {**static, **dict.fromkeys(options, rule)}
     for site, by_rule in options.items():
         write_tensor(work, site, by_rule[chosen[site]])
     return chosen, best
@@ -185,8 +189,8 @@ def choose_rules(model: onnx.ModelProto, weights: dict[TensorSite, tuple[int, ..
         before = judge.error(work)
         chosen, best = best_uniform(judge, work, options, static, before)
         for site, by_rule in options.items():
-            for rule in RULES:
-                if by_rule[rule] is by_rule[chosen[site]] or any(by_rule[rule] is by_rule[r] for r in RULES[:RULES.index(rule)]):
+            for rule in distinct_rules(by_rule):
+                if by_rule[rule] is by_rule[chosen[site]]:
                     continue
                 write_tensor(work, site, by_rule[rule])
                 err = judge.error(work)
