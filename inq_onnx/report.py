@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
@@ -159,12 +160,9 @@ def range_choice_summary(choice: "RangeChoice") -> str:
     """One line on the n1 rules judged by the outputs (``--range auto`` with samples)."""
     if choice.error:
         return f"n1 rules by output error skipped ({choice.error}): the static auto rules stand"
-    changed: dict[str, int] = {}
-    for rule in choice.changed.values():
-        changed[rule] = changed.get(rule, 0) + 1
     head = f"n1 rules judged by the outputs on {choice.samples} samples ({choice.runs} trial runs): "
     if choice.kept_static:
         return (head + f"the static rules kept: the best others gave output error {choice.error_chosen:.3g} "
                 f"against {choice.error_static:.3g}, less than a halving")
-    moved = ", ".join(f"{n} to {r}" for r, n in sorted(changed.items())) or "none changed"
+    moved = ", ".join(f"{n} to {r}" for r, n in sorted(Counter(choice.changed.values()).items())) or "none changed"
     return head + f"{moved}; output error {choice.error_static:.3g} -> {choice.error_chosen:.3g}"
