@@ -125,33 +125,42 @@ def quantize(w: np.ndarray, codebook: Codebook) -> np.ndarray:
     A power of two the dtype cannot hold (float16 below 2^-24) is stored as zero.
     """
     w = np.asarray(w)
-    n2 = codebook.n2
-    if w.dtype == np.float32 and w.size and int(n2.min()) - 1 >= -126:
-        bits = w.view(np.uint32)
-        magnitude = np.bitwise_and(bits, np.uint32(0x7FFFFFFF), out=np.empty_like(bits))
-        if not np.any(magnitude - np.uint32(1) < np.uint32(0x007FFFFF)):  # no subnormal (0 wraps round)
-            return _quantize_float32_bits(bits, magnitude, codebook)
+    out = np.empty(w.shape, w.dtype)
+    quantize_into(w, codebook, out)
+    return out
+
+
+def quantize_into(w: np.ndarray, codebook: Codebook, out: np.ndarray) -> int:
+    """``quantize(w, codebook)`` written into ``out`` (``w``'s shape and dtype); returns how many
+    values rounded to zero (so a caller needs no second pass over ``out`` to count them)."""
+    w = np.asarray(w)
+    if w.dtype == np.float32 and w.size and int(codebook.n2.min()) - 1 >= -126:
+        return _quantize_float32_bits(w, codebook, out)
     sign, k = round_exponents(w, codebook)
-    return (sign * np.ldexp(1.0, k)).astype(w.dtype)
+    out[...] = sign * np.ldexp(1.0, k)
+    return out.size - int(np.count_nonzero(out))  # with the powers of two the dtype cannot hold
 
 
-def _quantize_float32_bits(bits: np.ndarray, magnitude: np.ndarray, codebook: Codebook) -> np.ndarray:
-    """Eq. 4 on float32's bit pattern, for normal and zero values (``magnitude`` is consumed).
+def _quantize_float32_bits(w: np.ndarray, codebook: Codebook, out: np.ndarray) -> int:
+    """Eq. 4 on float32's bit pattern, written into ``out``; returns the count of zeros.
 
     For |w| with exponent field E and mantissa field M, floor(log2(4|w|/3)) = E - 127 + (M >= 2^22):
     adding 2^22 to the pattern carries into E exactly then, and clearing M leaves 2^k. Clamping
-    to [2^n2, 2^n1] and |w| < 2^(n2-1) (-> +0) compare as the bit patterns do.
+    to [2^n2, 2^n1] and |w| < 2^(n2-1) (-> +0) compare as the bit patterns do. Zero and the
+    subnormals lie below 2^(n2-1) >= 2^-126, so they go to +0 as in the float64 path.
     """
     def pattern(n: np.ndarray) -> np.ndarray:
         return ((n + 127).astype(np.uint32) << np.uint32(23)).astype(np.uint32)
 
-    zero = magnitude < pattern(codebook.n2 - 1)
-    out = np.add(magnitude, np.uint32(0x00400000), out=magnitude)
-    np.bitwise_and(out, np.uint32(0x7F800000), out=out)
-    np.clip(out, pattern(codebook.n2), pattern(codebook.n1), out=out)
-    np.bitwise_or(out, bits & np.uint32(0x80000000), out=out)
-    out[zero] = 0
-    return out.view(np.float32)
+    bits, magnitude = w.view(np.uint32), out.view(np.uint32)
+    np.bitwise_and(bits, np.uint32(0x7FFFFFFF), out=magnitude)
+    kept = magnitude >= pattern(codebook.n2 - 1)
+    np.add(magnitude, np.uint32(0x00400000), out=magnitude)
+    np.bitwise_and(magnitude, np.uint32(0x7F800000), out=magnitude)
+    np.clip(magnitude, pattern(codebook.n2), pattern(codebook.n1), out=magnitude)
+    np.bitwise_or(magnitude, np.bitwise_and(bits, np.uint32(0x80000000)), out=magnitude)
+    np.multiply(magnitude, kept, out=magnitude)  # not copyto(where=): several times slower
+    return kept.size - int(np.count_nonzero(kept))
 
 
 def encode(q: np.ndarray, codebook: Codebook) -> np.ndarray:

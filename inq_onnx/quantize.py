@@ -20,7 +20,7 @@ from inq_onnx.codebook_range import RangeRule, make_codebook_by, resolve_rule
 from inq_onnx.data import Samples
 from inq_onnx.graph.io import load_model
 from inq_onnx.graph.passes import copy_model
-from inq_onnx.graph.tensors import TensorSite, read_tensor, write_tensor
+from inq_onnx.graph.tensors import TensorReader, TensorSite, proto_values, tensor_proto, write_tensor
 from inq_onnx.graph.weights import Candidate, select_weights
 from inq_onnx.options import QuantizeOptions
 from inq_onnx.report import QuantizeResult, RoundingSums, TensorReport, skipped_report, tensor_report
@@ -50,18 +50,21 @@ def quantize(model: onnx.ModelProto | str | os.PathLike, *, bits: int = 4, per_c
 
 def quantize_model(model: onnx.ModelProto, options: QuantizeOptions, *, in_place: bool = False,
                    write: TensorWriter = write_tensor, samples: Samples | None = None,
-                   pins: dict | None = None, rules: dict[TensorSite, RangeRule] | None = None) -> QuantizeResult:
+                   pins: dict | None = None, rules: dict[TensorSite, RangeRule] | None = None,
+                   read: TensorReader = proto_values) -> QuantizeResult:
     """Quantize a copy of ``model`` (or ``model`` itself when ``in_place``: no second copy of a
     large model); ``write`` puts each new tensor in place (``graph.io.ModelWriter.write_tensor``
     streams it into the output's external data instead). With ``samples`` (and
     ``options.bias_correction``), each layer's bias is corrected for the mean output shift its
     rounding causes, measured on those samples (``calibration``). ``rules``: the n1 rule of each
     weight, fixed (e.g. those a retraining run chose); otherwise ``--range auto`` with samples
-    judges them by the outputs."""
+    judges them by the outputs. ``read`` gives a constant's values (``wire.FileTensors.values``
+    for a model whose weights were left in its file: each is then read once, without a copy)."""
     out = model if in_place else copy_model(model)
     reports: list[TensorReport] = []
     recorded: dict[str, dict] = {}
-    candidates = select_weights(out, include=options.include, exclude=options.exclude, min_size=options.min_size)
+    candidates = select_weights(out, include=options.include, exclude=options.exclude, min_size=options.min_size,
+                                read=read)
     judge = judge_for(out, options, samples, pins)
     choice = choose_by_outputs(out, candidates, options, judge) if rules is None else None
     rules = choice.rules if choice is not None else rules or {}
@@ -77,7 +80,8 @@ def quantize_model(model: onnx.ModelProto, options: QuantizeOptions, *, in_place
             reports.append(skipped_report(candidate))
             continue
         rule = rules.get(candidate.site)
-        report = quantize_tensor(out, candidate, options, write, on_rounded=cal.rounded if cal else None, rule=rule)
+        report = quantize_tensor(out, candidate, options, write, on_rounded=cal.rounded if cal else None, rule=rule,
+                                 read=read)
         reports.append(report)
         if report.quantized:
             recorded[candidate.name] = {"channel_axes": list(report.channel_axes), "range": report.range_rule}
@@ -130,9 +134,10 @@ def channel_axes_for(candidate: Candidate, options: QuantizeOptions) -> tuple[in
 
 
 def quantize_tensor(model: onnx.ModelProto, candidate: Candidate, options: QuantizeOptions,
-                    write: TensorWriter = write_tensor, on_rounded=None, rule: RangeRule | None = None) -> TensorReport:
+                    write: TensorWriter = write_tensor, on_rounded=None, rule: RangeRule | None = None,
+                    read: TensorReader = proto_values) -> TensorReport:
     """Round one weight; ``rule`` overrides the n1 rule that ``options.range`` resolves to."""
-    w = read_tensor(model, candidate.site)
+    w = read(candidate.site, tensor_proto(model, candidate.site))
     axes = channel_axes_for(candidate, options)
     rule = rule or resolve_rule(options.range, options.bits, bool(axes))
     try:
@@ -142,8 +147,8 @@ def quantize_tensor(model: onnx.ModelProto, candidate: Candidate, options: Quant
     q = np.empty_like(w)
     sums = RoundingSums(float32_exact=RangeRule(rule) is RangeRule.PAPER)
     for rows, part, part_book in codebook.blocks(w, book):
-        q[rows] = codebook.quantize(part, part_book)
-        sums.add(part, q[rows])
+        zeros = codebook.quantize_into(part, part_book, q[rows])
+        sums.add(part, q[rows], zeros)
     if on_rounded is not None:
         on_rounded(candidate.site, w, q)
     write(model, candidate.site, q)

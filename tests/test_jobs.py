@@ -44,6 +44,15 @@ def test_inline_model_is_streamed_into_its_output_file(tmp_path):
     assert streamed == {t.name for t in job.result.quantized}  # only the written file holds them
 
 
+def test_inline_model_with_nothing_to_quantize_is_written_as_it_was(tmp_path):
+    model = conv_gemm_model()
+    onnx.save_model(model, str(tmp_path / "m.onnx"))
+    job = quantize_file(tmp_path / "m.onnx", tmp_path / "out.onnx", QuantizeOptions(bits=4, exclude=("*",)), check=False)
+    written = onnx.load(str(tmp_path / "out.onnx"))
+    assert not job.result.quantized and written.graph.SerializeToString() == model.graph.SerializeToString()
+    assert job.result.model.graph.SerializeToString() == model.graph.SerializeToString()
+
+
 def test_inline_model_with_samples_keeps_its_result_in_memory(tmp_path):
     onnx.save_model(conv_gemm_model(), str(tmp_path / "m.onnx"))
     np.savez(tmp_path / "val.npz", x=np.random.default_rng(0).standard_normal((8, 2, 5, 5)).astype(np.float32))

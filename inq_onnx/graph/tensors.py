@@ -8,7 +8,7 @@ name may be defined in two branches, so the graph path is part of its identity.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Callable, Iterator, Literal
 
 import numpy as np
 import onnx
@@ -132,6 +132,15 @@ def from_array(array: np.ndarray, like: onnx.TensorProto) -> onnx.TensorProto:
 
 def read_tensor(model: onnx.ModelProto, site: TensorSite) -> np.ndarray:
     return to_array(tensor_proto(model, site))
+
+
+def proto_values(site: TensorSite, proto: onnx.TensorProto) -> np.ndarray:
+    """The values of the constant ``proto`` found at ``site``: a ``TensorReader`` for a model
+    that holds all its data (``wire.FileTensors.values`` reads one that left it in its file)."""
+    return to_array(proto)
+
+
+TensorReader = Callable[[TensorSite, onnx.TensorProto], np.ndarray]
 
 
 def write_tensor(model: onnx.ModelProto, site: TensorSite, array: np.ndarray) -> None:
