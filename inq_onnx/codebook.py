@@ -23,6 +23,7 @@ import numpy as np
 
 MIN_BITS, MAX_BITS = 2, 8
 BLOCK = 1 << 20  # values per block when a large tensor is processed piecewise (no whole float64 copy)
+CACHE_BLOCK = 1 << 18  # values per block of a pass that should stay in the CPU's cache (1 MB of float32)
 
 
 def check_bits(bits: object) -> int:
@@ -207,19 +208,22 @@ def make_codebook_blockwise(w: np.ndarray, bits: int, axes: tuple[int, ...] = ()
     return make_codebook(peak, bits, axes)
 
 
-def row_blocks(w: np.ndarray) -> Iterator[slice | type(Ellipsis)]:
-    """Slices of axis 0 holding about BLOCK values each (``...``, all of it, when it is small)."""
-    if w.size <= BLOCK or w.ndim == 0:
+def row_blocks(w: np.ndarray, size: int | None = None) -> Iterator[slice | type(Ellipsis)]:
+    """Slices of axis 0 holding about ``size`` (default BLOCK) values each (``...``, all of it,
+    when it is small)."""
+    size = BLOCK if size is None else size
+    if w.size <= size or w.ndim == 0:
         yield ...
         return
-    step = max(1, BLOCK // max(1, w[0].size))
+    step = max(1, size // max(1, w[0].size))
     for start in range(0, len(w), step):
         yield slice(start, start + step)
 
 
-def blocks(w: np.ndarray, book: Codebook) -> Iterator[tuple[slice, np.ndarray, Codebook]]:
-    """``w`` in blocks of rows, each with its slice of ``book``: an elementwise codebook function
-    applied block by block gives the same values as on the whole tensor."""
-    for rows in row_blocks(w):
+def blocks(w: np.ndarray, book: Codebook, size: int | None = None) -> Iterator[tuple[slice, np.ndarray, Codebook]]:
+    """``w`` in blocks of rows (about ``size``, default BLOCK, values each), each with its slice of ``book``: an
+    elementwise codebook function applied block by block gives the same values as on the whole
+    tensor."""
+    for rows in row_blocks(w, size):
         n1 = book.n1[rows] if rows is not ... and book.n1.shape[0] > 1 else book.n1
         yield rows, w[rows], Codebook(book.bits, n1, book.channel_axes)

@@ -105,7 +105,8 @@ def quantize_file(model_path: str | os.PathLike, output: str | os.PathLike | Non
     external = source.external_data or (stored is None and tensor_bytes(model) > PROTOBUF_LIMIT)
     with ModelWriter(out, external_data=external, source=source, stream=stream, originals=stored) as writer:
         result = quantize_model(model, options, in_place=True, write=writer.write_tensor, samples=samples, pins=pins,
-                                read=stored.values if stored is not None else proto_values)
+                                read=stored.values if stored is not None else proto_values,
+                                write_blocks=writer.initializer_blocks)
         writer.save(result.model)
     if stored is not None:  # the initializers left as they were hold their data again, as without streaming
         stored.restore(result.model, keep_out=writer.streamed)

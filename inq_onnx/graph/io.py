@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,7 @@ from onnx.serialization import registry
 
 from inq_onnx.errors import ModelLoadError, ModelSaveError, UnsupportedModelError
 from inq_onnx.graph import wire
-from inq_onnx.graph.pieces import PieceWriter, copy_fields, skeleton
+from inq_onnx.graph.pieces import DataBlocks, PieceWriter, copy_fields, skeleton
 from inq_onnx.graph.readers import check_with_onnx, ir_refusal, onnx_runtime, runtime_limits
 from inq_onnx.graph.tensor_check import check_tensors
 from inq_onnx.graph.tensors import TensorSite, default_opset, from_array, tensor_proto, to_array, write_tensor
@@ -294,32 +296,57 @@ class ModelWriter:
         ref.ClearField("raw_data")
         proto.CopyFrom(ref)
 
+    def initializer_blocks(self, model: onnx.ModelProto, site: TensorSite, dtype: np.dtype) -> "InitializerBlocks | None":
+        """Where the new values of ``site`` go a block at a time, in storage order, when it is a
+        streamed main-graph initializer stored as ``dtype`` (little-endian; not bfloat16); else
+        None (then :meth:`write_tensor`). The blocks must add up to the tensor exactly."""
+        if not self.stream or site.kind != "initializer" or site.graph_path:
+            return None
+        proto = tensor_proto(model, site)
+        dtype = np.dtype(dtype)
+        if (proto.data_type == onnx.TensorProto.BFLOAT16 or dtype.byteorder == ">" or sys.byteorder != "little"
+                or onnx.helper.tensor_dtype_to_np_dtype(proto.data_type) != dtype):
+            return None
+        header = onnx.TensorProto(name=proto.name, data_type=proto.data_type, dims=proto.dims)
+        try:
+            blocks = self.piece_writer(model).begin(header, math.prod(proto.dims) * dtype.itemsize)
+        except OSError as e:
+            raise ModelSaveError(f"could not write {self.path} ({e.strerror or e})", "check the free space") from e
+        return InitializerBlocks(self, proto, blocks)
+
+    def piece_writer(self, model: onnx.ModelProto) -> PieceWriter:
+        if self.pieces is None:
+            self.pieces = PieceWriter(open(self.stage / self.path.name, "wb"), model, self.originals)
+        return self.pieces
+
+    def streamed_out(self, proto: onnx.TensorProto) -> None:
+        """``proto``'s new values are in the file: drop the old ones from the model in memory."""
+        self.streamed.add(proto.name)
+        for field_name in ("raw_data", "float_data", "int32_data", "double_data", "int64_data", "uint64_data"):
+            proto.ClearField(field_name)
+
     def stream_initializer(self, model: onnx.ModelProto, proto: onnx.TensorProto, array: np.ndarray) -> None:
         """Write the new values of a main-graph initializer to the output (``pieces``) and drop
         the old ones from ``model``, which keeps the tensor's name, type and shape only."""
         if tuple(array.shape) != tuple(proto.dims):
             raise ValueError(f"shape {array.shape} does not match initializer '{proto.name}' {tuple(proto.dims)}")
         try:
-            if self.pieces is None:
-                self.pieces = PieceWriter(open(self.stage / self.path.name, "wb"), model, self.originals)
             if proto.data_type == onnx.TensorProto.BFLOAT16:
                 new = from_array(array, proto)
                 data = np.frombuffer(new.raw_data, np.uint8)
             else:
                 data = np.asarray(array, dtype=onnx.helper.tensor_dtype_to_np_dtype(proto.data_type).newbyteorder("<"))
-            self.pieces.write(onnx.TensorProto(name=proto.name, data_type=proto.data_type, dims=proto.dims), data)
-            self.streamed.add(proto.name)
+            self.piece_writer(model).write(onnx.TensorProto(name=proto.name, data_type=proto.data_type, dims=proto.dims), data)
         except OSError as e:
             raise ModelSaveError(f"could not write {self.path} ({e.strerror or e})", "check the free space") from e
-        for field_name in ("raw_data", "float_data", "int32_data", "double_data", "int64_data", "uint64_data"):
-            proto.ClearField(field_name)
+        self.streamed_out(proto)
 
     def save(self, model: onnx.ModelProto) -> Path:
         """Write ``model`` (tensors not yet streamed included) and move it into place."""
         staged, data = self.stage / self.path.name, self.stage / self.data_name
         try:
-            if self.pieces is None and self.originals is not None:  # nothing new: the model as it was
-                self.pieces = PieceWriter(open(staged, "wb"), model, self.originals)
+            if self.originals is not None:  # written in pieces even when nothing was new
+                self.piece_writer(model)
             if self.pieces is not None:
                 self.pieces.finish()
                 self.pieces.file.close()
@@ -335,6 +362,24 @@ class ModelWriter:
         except OSError as e:
             raise ModelSaveError(f"could not write {self.path} ({e.strerror or e})", "check the free space and permissions") from e
         return self.path
+
+
+class InitializerBlocks:
+    """The new values of one streamed initializer, written a block at a time
+    (``ModelWriter.initializer_blocks``); :meth:`close` once all are written."""
+
+    def __init__(self, writer: ModelWriter, proto: onnx.TensorProto, blocks: DataBlocks):
+        self.writer, self.proto, self.blocks = writer, proto, blocks
+
+    def write(self, block: np.ndarray) -> None:
+        try:
+            self.blocks.write(block)
+        except OSError as e:
+            raise ModelSaveError(f"could not write {self.writer.path} ({e.strerror or e})", "check the free space") from e
+
+    def close(self) -> None:
+        self.blocks.close()
+        self.writer.streamed_out(self.proto)
 
 
 STAGE_SUFFIX = ".tmp"

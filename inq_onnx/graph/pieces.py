@@ -89,14 +89,20 @@ class PieceWriter:
 
     def write(self, header: onnx.TensorProto, data: np.ndarray) -> None:
         """The initializer named ``header.name`` with ``header``'s fields and ``data``'s bytes."""
+        blocks = self.begin(header, data.nbytes)
+        blocks.write(data)
+        blocks.close()
+
+    def begin(self, header: onnx.TensorProto, data_bytes: int) -> "DataBlocks":
+        """The initializer named ``header.name`` with ``header``'s fields and ``data_bytes`` bytes
+        of raw data, which the caller then writes a block at a time (``DataBlocks``)."""
         index = self.position[header.name]
         if index < self.next:
             raise RuntimeError(f"initializer '{header.name}' was already written: new values must come in list order")
         self.flush(index)
-        flat = memoryview(np.ascontiguousarray(data).reshape(-1)).cast("B")
-        self.file.write(initializer_head(header, flat.nbytes))
-        self.file.write(flat)
+        self.file.write(initializer_head(header, data_bytes))
         self.next = index + 1
+        return DataBlocks(self.file, header.name, data_bytes)
 
     def flush(self, stop: int) -> None:
         """Initializers ``next`` .. ``stop - 1`` as they are in the model."""
@@ -115,3 +121,21 @@ class PieceWriter:
     def finish(self) -> None:
         self.flush(len(self.model.graph.initializer))
         self.file.write(skeleton(self.model).SerializeToString())
+
+
+class DataBlocks:
+    """The raw data of one initializer, in blocks: exactly the bytes its piece's head announced."""
+
+    def __init__(self, file: BinaryIO, name: str, data_bytes: int):
+        self.file, self.name, self.left = file, name, data_bytes
+
+    def write(self, block: np.ndarray) -> None:
+        flat = memoryview(np.ascontiguousarray(block).reshape(-1)).cast("B")
+        if flat.nbytes > self.left:
+            raise RuntimeError(f"initializer '{self.name}' got more data than its dims hold")
+        self.file.write(flat)
+        self.left -= flat.nbytes
+
+    def close(self) -> None:
+        if self.left:
+            raise RuntimeError(f"initializer '{self.name}' is {self.left} bytes short of its dims")
