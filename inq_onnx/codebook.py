@@ -203,7 +203,8 @@ def make_codebook_blockwise(w: np.ndarray, bits: int, axes: tuple[int, ...] = ()
     if w.size <= BLOCK:
         return make_codebook(w, bits, axes)
     reduced = reduce_axes(w.ndim, axes)
-    peaks = [np.max(np.abs(w[rows]), axis=reduced, keepdims=True) for rows in row_blocks(w)]
+    peaks = [np.maximum(np.max(part, axis=reduced, keepdims=True), -np.min(part, axis=reduced, keepdims=True))
+             for part in (w[rows] for rows in row_blocks(w, min(BLOCK, CACHE_BLOCK)))]  # max|w|, no |w| copy
     peak = np.maximum.reduce(peaks) if 0 in reduced else np.concatenate(peaks)
     return make_codebook(peak, bits, axes)
 
