@@ -41,11 +41,13 @@ def iter_tensors(model: onnx.ModelProto, stored: Callable[[str], int | None] = l
                  ) -> Iterator[tuple[TensorProto, int | None]]:
     """Initializers and tensor attributes (Constant values...) of every graph, subgraph and
     function, each with its ``stored`` raw data bytes (main-graph initializers only)."""
-    todo: list = [model.graph] + list(model.functions)
+    todo: list = list(model.functions) + [model.graph]
+    main = True
     while todo:
         graph = todo.pop()
         for init in getattr(graph, "initializer", ()):
-            yield init, stored(init.name) if graph is model.graph else None
+            yield init, stored(init.name) if main else None
+        main = False
         for node in graph.node:
             for attr in node.attribute:
                 if attr.type == AttributeProto.TENSOR:

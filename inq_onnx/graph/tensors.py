@@ -96,11 +96,16 @@ def constant_sites(graph: onnx.GraphProto, path: GraphPath = ()) -> Iterator[tup
 
 
 def tensor_proto(model: onnx.ModelProto, site: TensorSite) -> onnx.TensorProto:
+    """The tensor at ``site``: the first of ``constant_sites`` there, looked up by name and kind."""
     graph = get_graph(model, site.graph_path)
-    for found, proto in constant_sites(graph, site.graph_path):
-        if found == site:
-            return proto
-    raise KeyError(f"no {site.describe()} in the model")
+    if site.kind == "initializer":
+        found = next((init for init in graph.initializer if init.name == site.name), None)
+    else:
+        found = next((attr.t for node in graph.node if (attr := constant_value_attr(node)) is not None
+                      and node.output and node.output[0] == site.name), None)
+    if found is None:
+        raise KeyError(f"no {site.describe()} in the model")
+    return found
 
 
 def is_float(proto: onnx.TensorProto) -> bool:
