@@ -149,27 +149,36 @@ def quantize_tensor(model: onnx.ModelProto, candidate: Candidate, options: Quant
         book = make_codebook_by(w, options.bits, axes, rule)
     except ValueError as e:  # all zeros, NaN or Inf: nothing sensible to round
         return skipped_report(candidate, reason=str(e).replace("the tensor ", ""))
-    sink = write_blocks(model, candidate.site, w.dtype) if write_blocks is not None and on_rounded is None else None
-    q = np.empty_like(w) if sink is None else None
-    scratch = None
     sums = RoundingSums(float32_exact=RangeRule(rule) is RangeRule.PAPER)
-    for rows, part, part_book in codebook.blocks(w, book, codebook.CACHE_BLOCK):
-        if sink is not None:  # one pass per block while it is in the cache: round, add up, write out
-            scratch = np.empty(part.size, w.dtype) if scratch is None else scratch  # the first block is the largest
-            out = scratch[:part.size].reshape(part.shape)
-        else:
-            out = q[rows]
-        zeros = codebook.quantize_into(part, part_book, out)
-        sums.add(part, out, zeros)
-        if sink is not None:
-            sink.write(out)
+    sink = write_blocks(model, candidate.site, w.dtype) if write_blocks is not None and on_rounded is None else None
     if sink is not None:
-        sink.close()
+        round_blocks(w, book, sums, sink)
         return tensor_report(candidate, sums, book, rule)
+    q = round_blocks(w, book, sums)
     if on_rounded is not None:
         on_rounded(candidate.site, w, q)
     write(model, candidate.site, q)
     return tensor_report(candidate, sums, book, rule)
+
+
+def round_blocks(w: np.ndarray, book: codebook.Codebook, sums: RoundingSums, sink: "InitializerBlocks | None" = None,
+                 ) -> np.ndarray | None:
+    """Round ``w`` a cache-sized block at a time, each block added to ``sums`` while it is in the
+    cache; into ``sink`` block by block (then closed; None returned), else into a new array."""
+    q = np.empty_like(w) if sink is None else None
+    scratch = None
+    for rows, part, part_book in codebook.blocks(w, book, codebook.CACHE_BLOCK):
+        if sink is None:
+            out = q[rows]
+        else:
+            scratch = np.empty(part.size, w.dtype) if scratch is None else scratch  # the first block is the largest
+            out = scratch[:part.size].reshape(part.shape)
+        sums.add(part, out, codebook.quantize_into(part, part_book, out))
+        if sink is not None:
+            sink.write(out)
+    if sink is not None:
+        sink.close()
+    return q
 
 
 def stamp_metadata(model: onnx.ModelProto, options: QuantizeOptions, tensors: dict[str, dict]) -> None:
