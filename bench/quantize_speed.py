@@ -20,6 +20,7 @@ Operations, all file to file:
 
     .venv/bin/python bench/quantize_speed.py            # ~3 minutes on 2 cores
     .venv/bin/python bench/quantize_speed.py --runs 3 --synthetic-mb 50
+    .venv/bin/python bench/quantize_speed.py --against ../main   # before/after: another checkout, interleaved
 
 Targets (issue 3): inq <= 1.3x load+save; faster than quantize_dynamic; peak RSS <= 2x the file.
 """
@@ -74,13 +75,15 @@ def child(op: str, source: str, target: str) -> None:
     print(json.dumps({"seconds": seconds, "rss_before": before, "maxrss": status_kb("VmHWM")}))
 
 
-def spawn(op: str, source: Path, target: Path) -> dict:
-    """Run one operation in a fresh process; its time and memory, or its last error line."""
+def spawn(op: str, source: Path, target: Path, repo: Path = REPO) -> dict:
+    """Run one operation in a fresh process (with the code of ``repo``, a checkout of inq-onnx);
+    its time and memory, or its last error line."""
     if target.exists():
         target.unlink()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([sys.executable, __file__, "--child", op, str(source), str(target)],
-                                stdout=out, stderr=err, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+        proc = subprocess.Popen([sys.executable, str(repo / "bench" / "quantize_speed.py"), "--child", op, str(source),
+                                 str(target)], stdout=out, stderr=err, text=True, cwd=repo,
+                                env={**os.environ, "PYTHONPATH": str(repo)})
         proc.wait()
         out.seek(0), err.seek(0)
         stdout, stderr = out.read(), err.read()
@@ -192,13 +195,43 @@ def largest_models() -> list[Path]:
     return chosen
 
 
+def against(other: Path, runs: int, megabytes: float) -> str:
+    """One-shot 4 b of this checkout and of ``other`` (e.g. a worktree of an older commit) on the
+    synthetic model, each / load+save, the three interleaved in one run: a before/after figure."""
+    arms = {"load+save": ("load+save", REPO), "this checkout": ("inq 4-bit", REPO), str(other): ("inq 4-bit", other)}
+    records: dict[str, list[dict]] = {arm: [] for arm in arms}
+    with tempfile.TemporaryDirectory(prefix="inq-bench-") as tmp:
+        synthetic = Path(tmp) / "synthetic.onnx"
+        synthetic_model(synthetic, megabytes)
+        size = synthetic.stat().st_size
+        for _ in range(runs):
+            for arm, (op, repo) in arms.items():
+                record = spawn(op, synthetic, Path(tmp) / "out.onnx", repo)
+                if "error" in record:
+                    raise SystemExit(f"{arm} failed: {record['error']}")
+                records[arm].append(record)
+    base = statistics.median(r["seconds"] for r in records["load+save"])
+    lines = [f"synthetic {size / 1e6:.0f} MB, {runs} runs interleaved: median s, / load+save, peak RSS / file (net)"]
+    for arm, rs in records.items():
+        seconds, peak = statistics.median(r["seconds"] for r in rs), max(r["maxrss"] for r in rs)
+        net = peak - statistics.median(r["rss_before"] for r in rs)
+        lines.append(f"  {arm:<28} {seconds:6.2f} s  {seconds / base:5.2f}x  {peak / size:5.2f}x ({net / size:.2f}x)"
+                     f"  runs {[round(r['seconds'], 2) for r in rs]}")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--synthetic-mb", type=float, default=200.0)
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    parser.add_argument("--against", type=Path, metavar="CHECKOUT",
+                        help="only one-shot 4 b on the synthetic model, this checkout against another one, interleaved")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
+    if args.against:
+        print(against(args.against.resolve(), args.runs, args.synthetic_mb))
+        return 0
     reports, raw = [], {}
     with tempfile.TemporaryDirectory(prefix="inq-bench-") as tmp:
         workdir = Path(tmp)

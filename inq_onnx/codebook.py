@@ -23,6 +23,7 @@ import numpy as np
 
 MIN_BITS, MAX_BITS = 2, 8
 BLOCK = 1 << 20  # values per block when a large tensor is processed piecewise (no whole float64 copy)
+CACHE_BLOCK = 1 << 18  # values per block of a pass that should stay in the CPU's cache (1 MB of float32)
 
 
 def check_bits(bits: object) -> int:
@@ -125,33 +126,42 @@ def quantize(w: np.ndarray, codebook: Codebook) -> np.ndarray:
     A power of two the dtype cannot hold (float16 below 2^-24) is stored as zero.
     """
     w = np.asarray(w)
-    n2 = codebook.n2
-    if w.dtype == np.float32 and w.size and int(n2.min()) - 1 >= -126:
-        bits = w.view(np.uint32)
-        magnitude = np.bitwise_and(bits, np.uint32(0x7FFFFFFF), out=np.empty_like(bits))
-        if not np.any(magnitude - np.uint32(1) < np.uint32(0x007FFFFF)):  # no subnormal (0 wraps round)
-            return _quantize_float32_bits(bits, magnitude, codebook)
+    out = np.empty(w.shape, w.dtype)
+    quantize_into(w, codebook, out)
+    return out
+
+
+def quantize_into(w: np.ndarray, codebook: Codebook, out: np.ndarray) -> int:
+    """``quantize(w, codebook)`` written into ``out`` (``w``'s shape and dtype); returns how many
+    values rounded to zero (so a caller needs no second pass over ``out`` to count them)."""
+    w = np.asarray(w)
+    if w.dtype == np.float32 and w.size and int(codebook.n2.min()) - 1 >= -126:
+        return _quantize_float32_bits(w, codebook, out)
     sign, k = round_exponents(w, codebook)
-    return (sign * np.ldexp(1.0, k)).astype(w.dtype)
+    out[...] = sign * np.ldexp(1.0, k)
+    return out.size - int(np.count_nonzero(out))  # with the powers of two the dtype cannot hold
 
 
-def _quantize_float32_bits(bits: np.ndarray, magnitude: np.ndarray, codebook: Codebook) -> np.ndarray:
-    """Eq. 4 on float32's bit pattern, for normal and zero values (``magnitude`` is consumed).
+def _quantize_float32_bits(w: np.ndarray, codebook: Codebook, out: np.ndarray) -> int:
+    """Eq. 4 on float32's bit pattern, written into ``out``; returns the count of zeros.
 
     For |w| with exponent field E and mantissa field M, floor(log2(4|w|/3)) = E - 127 + (M >= 2^22):
     adding 2^22 to the pattern carries into E exactly then, and clearing M leaves 2^k. Clamping
-    to [2^n2, 2^n1] and |w| < 2^(n2-1) (-> +0) compare as the bit patterns do.
+    to [2^n2, 2^n1] and |w| < 2^(n2-1) (-> +0) compare as the bit patterns do. Zero and the
+    subnormals lie below 2^(n2-1) >= 2^-126, so they go to +0 as in the float64 path.
     """
     def pattern(n: np.ndarray) -> np.ndarray:
         return ((n + 127).astype(np.uint32) << np.uint32(23)).astype(np.uint32)
 
-    zero = magnitude < pattern(codebook.n2 - 1)
-    out = np.add(magnitude, np.uint32(0x00400000), out=magnitude)
-    np.bitwise_and(out, np.uint32(0x7F800000), out=out)
-    np.clip(out, pattern(codebook.n2), pattern(codebook.n1), out=out)
-    np.bitwise_or(out, bits & np.uint32(0x80000000), out=out)
-    out[zero] = 0
-    return out.view(np.float32)
+    bits, magnitude = w.view(np.uint32), out.view(np.uint32)
+    np.bitwise_and(bits, np.uint32(0x7FFFFFFF), out=magnitude)
+    kept = magnitude >= pattern(codebook.n2 - 1)
+    np.add(magnitude, np.uint32(0x00400000), out=magnitude)
+    np.bitwise_and(magnitude, np.uint32(0x7F800000), out=magnitude)
+    np.clip(magnitude, pattern(codebook.n2), pattern(codebook.n1), out=magnitude)
+    np.bitwise_or(magnitude, np.bitwise_and(bits, np.uint32(0x80000000)), out=magnitude)
+    np.multiply(magnitude, kept, out=magnitude)  # not copyto(where=): several times slower
+    return kept.size - int(np.count_nonzero(kept))
 
 
 def encode(q: np.ndarray, codebook: Codebook) -> np.ndarray:
@@ -193,24 +203,28 @@ def make_codebook_blockwise(w: np.ndarray, bits: int, axes: tuple[int, ...] = ()
     if w.size <= BLOCK:
         return make_codebook(w, bits, axes)
     reduced = reduce_axes(w.ndim, axes)
-    peaks = [np.max(np.abs(w[rows]), axis=reduced, keepdims=True) for rows in row_blocks(w)]
+    peaks = [np.maximum(np.max(part, axis=reduced, keepdims=True), -np.min(part, axis=reduced, keepdims=True))
+             for part in (w[rows] for rows in row_blocks(w, min(BLOCK, CACHE_BLOCK)))]  # max|w|, no |w| copy
     peak = np.maximum.reduce(peaks) if 0 in reduced else np.concatenate(peaks)
     return make_codebook(peak, bits, axes)
 
 
-def row_blocks(w: np.ndarray) -> Iterator[slice | type(Ellipsis)]:
-    """Slices of axis 0 holding about BLOCK values each (``...``, all of it, when it is small)."""
-    if w.size <= BLOCK or w.ndim == 0:
+def row_blocks(w: np.ndarray, size: int | None = None) -> Iterator[slice | type(Ellipsis)]:
+    """Slices of axis 0 holding about ``size`` (default BLOCK) values each (``...``, all of it,
+    when it is small)."""
+    size = BLOCK if size is None else size
+    if w.size <= size or w.ndim == 0:
         yield ...
         return
-    step = max(1, BLOCK // max(1, w[0].size))
+    step = max(1, size // max(1, w[0].size))
     for start in range(0, len(w), step):
         yield slice(start, start + step)
 
 
-def blocks(w: np.ndarray, book: Codebook) -> Iterator[tuple[slice, np.ndarray, Codebook]]:
-    """``w`` in blocks of rows, each with its slice of ``book``: an elementwise codebook function
-    applied block by block gives the same values as on the whole tensor."""
-    for rows in row_blocks(w):
+def blocks(w: np.ndarray, book: Codebook, size: int | None = None) -> Iterator[tuple[slice, np.ndarray, Codebook]]:
+    """``w`` in blocks of rows (about ``size``, default BLOCK, values each), each with its slice of ``book``: an
+    elementwise codebook function applied block by block gives the same values as on the whole
+    tensor."""
+    for rows in row_blocks(w, size):
         n1 = book.n1[rows] if rows is not ... and book.n1.shape[0] > 1 else book.n1
         yield rows, w[rows], Codebook(book.bits, n1, book.channel_axes)

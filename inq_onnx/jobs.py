@@ -12,7 +12,9 @@ import onnx
 
 from inq_onnx.data import Samples, load_samples, pin_combinations, pinned_values
 from inq_onnx.errors import InvalidOptionError, VerificationError
-from inq_onnx.graph.io import PROTOBUF_LIMIT, ModelWriter, check_writable_target, load_model, save_model, tensor_bytes
+from inq_onnx.graph.io import (PROTOBUF_LIMIT, ModelWriter, check_writable_target, load_model, load_structure, save_model,
+                              tensor_bytes)
+from inq_onnx.graph.tensors import proto_values
 from inq_onnx.options import QuantizeOptions
 from inq_onnx.quantize import quantize_model
 from inq_onnx.report import QuantizeResult
@@ -83,10 +85,14 @@ def quantize_file(model_path: str | os.PathLike, output: str | os.PathLike | Non
     The loaded model is quantized in place and each new weight is streamed into the output (its
     data file with external data; without samples, the model file itself, ``graph.pieces``);
     verification reads the files written, so the peak memory stays near one copy of the model.
-    ``job.result.model`` is then the written model without the data of the streamed weights
-    (``onnx.load(job.output)`` loads it whole).
+    Without samples, a single-file model is read as its file's bytes (``graph.wire``): each
+    weight is a view of them, read once, and what is not quantized is copied to the output as
+    it was. ``job.result.model`` is then the written model without the data of the streamed
+    weights (``onnx.load(job.output)`` loads it whole).
     """
-    model, source = load_model(model_path)
+    # with samples, bias correction writes biases after every weight: not in list order, so not streamed
+    stream = samples_path is None
+    model, source, stored = load_structure(model_path) if stream else (*load_model(model_path), None)
     out = Path(output) if output else default_output(Path(model_path), options.bits)
     check_writable_target(out, source)
     if len(pin_combinations(pins or {})) > 1:
@@ -96,11 +102,15 @@ def quantize_file(model_path: str | os.PathLike, output: str | os.PathLike | Non
     samples: Samples | None = (load_samples(samples_path, model, num_classes=class_count(model), pinned=tuple(pins))
                                if samples_path else None)
     log.info("quantizing %s to %d bits", model_path, options.bits)
-    external = source.external_data or tensor_bytes(model) > PROTOBUF_LIMIT
-    # with samples, bias correction writes biases after every weight: not in list order, so not streamed
-    with ModelWriter(out, external_data=external, source=source, stream=samples is None) as writer:
-        result = quantize_model(model, options, in_place=True, write=writer.write_tensor, samples=samples, pins=pins)
+    external = source.external_data or (stored is None and tensor_bytes(model) > PROTOBUF_LIMIT)
+    with ModelWriter(out, external_data=external, source=source, stream=stream, originals=stored) as writer:
+        result = quantize_model(model, options, in_place=True, write=writer.write_tensor, samples=samples, pins=pins,
+                                read=stored.values if stored is not None else proto_values,
+                                write_blocks=writer.initializer_blocks)
         writer.save(result.model)
+    if stored is not None:  # the initializers left as they were hold their data again, as without streaming
+        stored.restore(result.model, keep_out=writer.streamed)
+        del stored
     if external:  # the model in memory still holds the float weights (protobuf frees nothing): drop it
         del model
         result = replace(result, model=onnx.load(str(out), load_external_data=False))

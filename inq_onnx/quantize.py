@@ -20,17 +20,19 @@ from inq_onnx.codebook_range import RangeRule, make_codebook_by, resolve_rule
 from inq_onnx.data import Samples
 from inq_onnx.graph.io import load_model
 from inq_onnx.graph.passes import copy_model
-from inq_onnx.graph.tensors import TensorSite, read_tensor, write_tensor
+from inq_onnx.graph.tensors import TensorReader, TensorSite, proto_values, tensor_proto, write_tensor
 from inq_onnx.graph.weights import Candidate, select_weights
 from inq_onnx.options import QuantizeOptions
 from inq_onnx.report import QuantizeResult, RoundingSums, TensorReport, skipped_report, tensor_report
 
 if TYPE_CHECKING:
     from inq_onnx.calibration import BiasReport
+    from inq_onnx.graph.io import InitializerBlocks
 
 METADATA_KEY = "inq_onnx.quantized"
 """Values rounded at once: the codebook's float64 temporaries stay ~100 MB for any tensor size."""
 TensorWriter = Callable[[onnx.ModelProto, TensorSite, np.ndarray], None]
+BlockWriter = Callable[[onnx.ModelProto, TensorSite, np.dtype], "InitializerBlocks | None"]
 
 
 def quantize(model: onnx.ModelProto | str | os.PathLike, *, bits: int = 4, per_channel: bool = False,
@@ -50,18 +52,22 @@ def quantize(model: onnx.ModelProto | str | os.PathLike, *, bits: int = 4, per_c
 
 def quantize_model(model: onnx.ModelProto, options: QuantizeOptions, *, in_place: bool = False,
                    write: TensorWriter = write_tensor, samples: Samples | None = None,
-                   pins: dict | None = None, rules: dict[TensorSite, RangeRule] | None = None) -> QuantizeResult:
+                   pins: dict | None = None, rules: dict[TensorSite, RangeRule] | None = None,
+                   read: TensorReader = proto_values, write_blocks: BlockWriter | None = None) -> QuantizeResult:
     """Quantize a copy of ``model`` (or ``model`` itself when ``in_place``: no second copy of a
     large model); ``write`` puts each new tensor in place (``graph.io.ModelWriter.write_tensor``
     streams it into the output's external data instead). With ``samples`` (and
     ``options.bias_correction``), each layer's bias is corrected for the mean output shift its
     rounding causes, measured on those samples (``calibration``). ``rules``: the n1 rule of each
     weight, fixed (e.g. those a retraining run chose); otherwise ``--range auto`` with samples
-    judges them by the outputs."""
+    judges them by the outputs. ``read`` gives a constant's values (``wire.FileTensors.values``
+    for a model whose weights were left in its file: each is then read once, without a copy);
+    ``write_blocks``, where to write new values a block at a time (``quantize_tensor``)."""
     out = model if in_place else copy_model(model)
     reports: list[TensorReport] = []
     recorded: dict[str, dict] = {}
-    candidates = select_weights(out, include=options.include, exclude=options.exclude, min_size=options.min_size)
+    candidates = select_weights(out, include=options.include, exclude=options.exclude, min_size=options.min_size,
+                                read=read)
     judge = judge_for(out, options, samples, pins)
     choice = choose_by_outputs(out, candidates, options, judge) if rules is None else None
     rules = choice.rules if choice is not None else rules or {}
@@ -77,7 +83,8 @@ def quantize_model(model: onnx.ModelProto, options: QuantizeOptions, *, in_place
             reports.append(skipped_report(candidate))
             continue
         rule = rules.get(candidate.site)
-        report = quantize_tensor(out, candidate, options, write, on_rounded=cal.rounded if cal else None, rule=rule)
+        report = quantize_tensor(out, candidate, options, write, on_rounded=cal.rounded if cal else None, rule=rule,
+                                 read=read, write_blocks=write_blocks)
         reports.append(report)
         if report.quantized:
             recorded[candidate.name] = {"channel_axes": list(report.channel_axes), "range": report.range_rule}
@@ -130,24 +137,48 @@ def channel_axes_for(candidate: Candidate, options: QuantizeOptions) -> tuple[in
 
 
 def quantize_tensor(model: onnx.ModelProto, candidate: Candidate, options: QuantizeOptions,
-                    write: TensorWriter = write_tensor, on_rounded=None, rule: RangeRule | None = None) -> TensorReport:
-    """Round one weight; ``rule`` overrides the n1 rule that ``options.range`` resolves to."""
-    w = read_tensor(model, candidate.site)
+                    write: TensorWriter = write_tensor, on_rounded=None, rule: RangeRule | None = None,
+                    read: TensorReader = proto_values, write_blocks: BlockWriter | None = None) -> TensorReport:
+    """Round one weight; ``rule`` overrides the n1 rule that ``options.range`` resolves to.
+    ``write_blocks`` (``graph.io.ModelWriter.initializer_blocks``) takes the rounded values a
+    block at a time where it can: then no rounded copy of the whole tensor is made."""
+    w = read(candidate.site, tensor_proto(model, candidate.site))
     axes = channel_axes_for(candidate, options)
     rule = rule or resolve_rule(options.range, options.bits, bool(axes))
     try:
         book = make_codebook_by(w, options.bits, axes, rule)
     except ValueError as e:  # all zeros, NaN or Inf: nothing sensible to round
         return skipped_report(candidate, reason=str(e).replace("the tensor ", ""))
-    q = np.empty_like(w)
     sums = RoundingSums(float32_exact=RangeRule(rule) is RangeRule.PAPER)
-    for rows, part, part_book in codebook.blocks(w, book):
-        q[rows] = codebook.quantize(part, part_book)
-        sums.add(part, q[rows])
+    sink = write_blocks(model, candidate.site, w.dtype) if write_blocks is not None and on_rounded is None else None
+    if sink is not None:
+        round_blocks(w, book, sums, sink)
+        return tensor_report(candidate, sums, book, rule)
+    q = round_blocks(w, book, sums)
     if on_rounded is not None:
         on_rounded(candidate.site, w, q)
     write(model, candidate.site, q)
     return tensor_report(candidate, sums, book, rule)
+
+
+def round_blocks(w: np.ndarray, book: codebook.Codebook, sums: RoundingSums, sink: "InitializerBlocks | None" = None,
+                 ) -> np.ndarray | None:
+    """Round ``w`` a cache-sized block at a time, each block added to ``sums`` while it is in the
+    cache; into ``sink`` block by block (then closed; None returned), else into a new array."""
+    q = np.empty_like(w) if sink is None else None
+    scratch = None
+    for rows, part, part_book in codebook.blocks(w, book, codebook.CACHE_BLOCK):
+        if sink is None:
+            out = q[rows]
+        else:
+            scratch = np.empty(part.size, w.dtype) if scratch is None else scratch  # the first block is the largest
+            out = scratch[:part.size].reshape(part.shape)
+        sums.add(part, out, codebook.quantize_into(part, part_book, out))
+        if sink is not None:
+            sink.write(out)
+    if sink is not None:
+        sink.close()
+    return q
 
 
 def stamp_metadata(model: onnx.ModelProto, options: QuantizeOptions, tensors: dict[str, dict]) -> None:

@@ -78,7 +78,9 @@ class RoundingSums:
         self.values = self.zeros = 0
         self.norm2 = self.error2 = 0.0
 
-    def add(self, w: np.ndarray, q: np.ndarray) -> None:
+    def add(self, w: np.ndarray, q: np.ndarray, zeros: int | None = None) -> None:
+        """Add a block: ``w`` rounded to ``q``; ``zeros``, the count of zeros in ``q`` when the
+        rounding already counted them."""
         w, q = np.ravel(w), np.ravel(q)
         if w.dtype != np.float32 or not self.float32_exact:
             w, q = w.astype(np.float64), q.astype(np.float64)
@@ -86,7 +88,7 @@ class RoundingSums:
         self.norm2 += float(np.einsum("i,i->", w, w, dtype=np.float64))  # not np.dot: no BLAS threads
         self.error2 += float(np.einsum("i,i->", diff, diff, dtype=np.float64))
         self.values += q.size
-        self.zeros += q.size - int(np.count_nonzero(q))
+        self.zeros += q.size - int(np.count_nonzero(q)) if zeros is None else zeros
 
     @property
     def relative_error(self) -> float:

@@ -116,7 +116,7 @@ def test_float16_keeps_dtype_and_values():
 @pytest.mark.parametrize("axes", [(), (0,)])
 def test_float32_rounding_is_bit_identical_to_the_float64_path(bits, axes):
     """quantize rounds float32 on its bit pattern; the float64 frexp path must give the same bits,
-    on midpoints, clamps, tiny values, signed zeros and subnormals (which take the float64 path)."""
+    on midpoints, clamps, tiny values, signed zeros and subnormals (which round to +0 on the bit pattern)."""
     rng = np.random.default_rng(bits)
     w = (rng.standard_normal((64, 300)) * np.exp2(rng.integers(-20, 20, size=(64, 1)))).astype(np.float32)
     top = np.max(np.abs(w))
@@ -126,7 +126,7 @@ def test_float32_rounding_is_bit_identical_to_the_float64_path(bits, axes):
              3 * 2.0 ** -9, half, -half, np.nextafter(np.float32(half), np.float32(0)), 1.5 * 2.0 ** n2]
     w[0, :len(edges)] = np.array(edges, np.float32)
     w[1, :2] = np.array([1e-45, -1e-40], np.float32)  # subnormals
-    for sample in (w, np.delete(w, 1, axis=0)):  # with subnormals (float64 path) and without
+    for sample in (w, np.delete(w, 1, axis=0)):  # with subnormals and without
         book = codebook.make_codebook(sample, bits, axes)
         fast = codebook.quantize(sample, book)
         slow = codebook.quantize(sample.astype(np.float64), book).astype(np.float32)

@@ -44,6 +44,32 @@ def test_inline_model_is_streamed_into_its_output_file(tmp_path):
     assert streamed == {t.name for t in job.result.quantized}  # only the written file holds them
 
 
+@pytest.mark.parametrize("dtype, per_channel", [(np.float32, False), (np.float32, True), (np.float16, True)])
+def test_weights_streamed_a_block_at_a_time_are_the_in_memory_ones(tmp_path, monkeypatch, dtype, per_channel):
+    from inq_onnx import codebook
+
+    model = conv_gemm_model(dtype=dtype)
+    onnx.save_model(model, str(tmp_path / "m.onnx"))
+    expected = inq_onnx.quantize(model, bits=4, per_channel=per_channel)
+    monkeypatch.setattr(codebook, "CACHE_BLOCK", 10)  # a row or two per block: conv.w in 3 blocks, fc.w in 4
+    job = quantize_file(tmp_path / "m.onnx", tmp_path / "out.onnx", QuantizeOptions(bits=4, per_channel=per_channel),
+                        check=False)
+    assert onnx.load(str(tmp_path / "out.onnx")).SerializeToString() == expected.model.SerializeToString()
+    assert [t.name for t in job.result.quantized] == [t.name for t in expected.quantized] == ["conv.w", "fc.w"]
+    for streamed, whole in zip(job.result.quantized, expected.quantized):
+        assert streamed.fraction_zero == whole.fraction_zero
+        assert streamed.rel_l2_error == pytest.approx(whole.rel_l2_error, rel=1e-12)
+
+
+def test_inline_model_with_nothing_to_quantize_is_written_as_it_was(tmp_path):
+    model = conv_gemm_model()
+    onnx.save_model(model, str(tmp_path / "m.onnx"))
+    job = quantize_file(tmp_path / "m.onnx", tmp_path / "out.onnx", QuantizeOptions(bits=4, exclude=("*",)), check=False)
+    written = onnx.load(str(tmp_path / "out.onnx"))
+    assert not job.result.quantized and written.graph.SerializeToString() == model.graph.SerializeToString()
+    assert job.result.model.graph.SerializeToString() == model.graph.SerializeToString()
+
+
 def test_inline_model_with_samples_keeps_its_result_in_memory(tmp_path):
     onnx.save_model(conv_gemm_model(), str(tmp_path / "m.onnx"))
     np.savez(tmp_path / "val.npz", x=np.random.default_rng(0).standard_normal((8, 2, 5, 5)).astype(np.float32))

@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 from onnx import external_data_helper
+from onnx.serialization import registry
 
 from inq_onnx.errors import ModelLoadError, ModelSaveError, UnsupportedModelError
-from inq_onnx.graph.pieces import PieceWriter, copy_fields, skeleton
+from inq_onnx.graph import wire
+from inq_onnx.graph.pieces import DataBlocks, PieceWriter, copy_fields, skeleton
 from inq_onnx.graph.readers import check_with_onnx, ir_refusal, onnx_runtime, runtime_limits
 from inq_onnx.graph.tensor_check import check_tensors
 from inq_onnx.graph.tensors import TensorSite, default_opset, from_array, tensor_proto, to_array, write_tensor
@@ -62,6 +67,31 @@ def load_model(source: onnx.ModelProto | str | os.PathLike) -> tuple[onnx.ModelP
     return model, Source(path, total_size(path, model, has_external), has_external)
 
 
+def load_structure(source: str | os.PathLike) -> tuple[onnx.ModelProto, Source, wire.FileTensors | None]:
+    """``load_model`` for a job that reads each weight once and streams the result (one-shot
+    quantization): a single-file model is parsed without its main-graph initializers' raw data,
+    which stays in the file's bytes (``FileTensors``: ``wire``), so no tensor is copied before it
+    is read. Checked as ``load_model`` checks. A model with external data, in a text format, or
+    one protobuf could not parse loads whole, with None."""
+    path = Path(source)
+    check_readable_file(path)
+    if path.stat().st_size > PROTOBUF_LIMIT or registry.get_format_from_file_extension(path.suffix) not in (None, "protobuf"):
+        return (*load_model(path), None)
+    buf = path.read_bytes()
+    try:
+        bare, found = wire.split(buf)
+        model = onnx.load_model_from_string(bare)
+        tensors = wire.FileTensors(buf, model, found)
+    except (wire.WireError, DecodeError, RuntimeError, ValueError, UnicodeDecodeError):
+        return (*load_model(path), None)  # protobuf's own parser says what is wrong
+    check_loadable(model, str(path))
+    if any(external_data_helper.uses_external_data(t) for t in external_data_helper._get_all_tensors(model)):
+        return (*load_model(path), None)
+    check_tensors(model, str(path), tensors.raw_bytes)
+    check_structure(model, str(path), tensors.raw_bytes)
+    return model, Source(path, len(buf), False), tensors
+
+
 def check_readable_file(path: Path) -> None:
     if not path.exists():
         raise ModelLoadError(f"{path} does not exist", "check the path of the model")
@@ -92,27 +122,29 @@ def check_loadable(model: onnx.ModelProto, label: str) -> None:
             f"onnx.version_converter.convert_version(model, {limits.opset})")
 
 
-def check_structure(model: onnx.ModelProto, label: str) -> None:
+def check_structure(model: onnx.ModelProto, label: str, stored: Callable[[str], int | None] = lambda name: None) -> None:
     """onnx.checker on the graph (ops, names, types, attributes), not on the main graph's tensor
     data: onnx.checker reads that data only to see that some is there, and checking a big model
     whole would serialize or parse it once more. ``check_tensors`` checks the data itself. An IR
-    version newer than the installed onnx checks is lowered first (``readers``)."""
+    version newer than the installed onnx checks is lowered first (``readers``). ``stored``: the
+    raw data bytes of each main-graph initializer whose data was left in the file (``wire``)."""
     log.info("onnx.checker on %s: graph structure only (tensor data checked against dims instead)", label)
     try:
-        check_with_onnx(structure_view(model), label)
+        check_with_onnx(structure_view(model, stored), label)
     except (onnx.checker.ValidationError, ValueError) as e:
         first = str(e).strip().splitlines()[0][:160]
         raise ModelLoadError(f"{label} fails onnx.checker: {first}", "re-export the model or repair it with onnx tools") from e
 
 
-def structure_view(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A small copy of ``model`` whose main-graph initializers with raw data hold one element
-    each (dims [1]: onnx >= 1.18's checker compares the data's size with the dims)."""
+def structure_view(model: onnx.ModelProto, stored: Callable[[str], int | None] = lambda name: None) -> onnx.ModelProto:
+    """A small copy of ``model`` whose main-graph initializers with raw data (in the model, or
+    ``stored`` in its file) hold one element each (dims [1]: onnx >= 1.18's checker compares the
+    data's size with the dims)."""
     view = skeleton(model)
     for init in model.graph.initializer:
         stub = view.graph.initializer.add()
         copy_fields(init, stub, skip="raw_data")
-        if init.HasField("raw_data"):
+        if init.HasField("raw_data") or stored(init.name) is not None:
             del stub.dims[:]
             stub.dims.append(1)
             stub.raw_data = bytes(element_bytes(init.data_type))
@@ -215,7 +247,7 @@ class ModelWriter:
     """
 
     def __init__(self, path: str | os.PathLike, *, external_data: bool, source: Source | None = None,
-                 stream: bool = False):
+                 stream: bool = False, originals: wire.FileTensors | None = None):
         self.path = Path(path)
         check_writable_target(self.path, source)
         self.external_data = external_data
@@ -223,6 +255,10 @@ class ModelWriter:
         self.data_name = f"{self.path.name}.data"
         self.stage: Path | None = None
         self.pieces: PieceWriter | None = None
+        self.originals = originals
+        self.streamed: set[str] = set()  # main-graph initializers written with new values (``stream``)
+        if originals is not None and not self.stream:
+            raise RuntimeError("a model whose initializers stayed in its file is written streamed only")
 
     def __enter__(self) -> "ModelWriter":
         remove_stale_stages(self.path)
@@ -260,29 +296,57 @@ class ModelWriter:
         ref.ClearField("raw_data")
         proto.CopyFrom(ref)
 
+    def initializer_blocks(self, model: onnx.ModelProto, site: TensorSite, dtype: np.dtype) -> "InitializerBlocks | None":
+        """Where the new values of ``site`` go a block at a time, in storage order, when it is a
+        streamed main-graph initializer stored as ``dtype`` (little-endian; not bfloat16); else
+        None (then :meth:`write_tensor`). The blocks must add up to the tensor exactly."""
+        if not self.stream or site.kind != "initializer" or site.graph_path:
+            return None
+        proto = tensor_proto(model, site)
+        dtype = np.dtype(dtype)
+        if (proto.data_type == onnx.TensorProto.BFLOAT16 or dtype.byteorder == ">" or sys.byteorder != "little"
+                or onnx.helper.tensor_dtype_to_np_dtype(proto.data_type) != dtype):
+            return None
+        header = onnx.TensorProto(name=proto.name, data_type=proto.data_type, dims=proto.dims)
+        try:
+            blocks = self.piece_writer(model).begin(header, math.prod(proto.dims) * dtype.itemsize)
+        except OSError as e:
+            raise ModelSaveError(f"could not write {self.path} ({e.strerror or e})", "check the free space") from e
+        return InitializerBlocks(self, proto, blocks)
+
+    def piece_writer(self, model: onnx.ModelProto) -> PieceWriter:
+        if self.pieces is None:
+            self.pieces = PieceWriter(open(self.stage / self.path.name, "wb"), model, self.originals)
+        return self.pieces
+
+    def streamed_out(self, proto: onnx.TensorProto) -> None:
+        """``proto``'s new values are in the file: drop the old ones from the model in memory."""
+        self.streamed.add(proto.name)
+        for field_name in ("raw_data", "float_data", "int32_data", "double_data", "int64_data", "uint64_data"):
+            proto.ClearField(field_name)
+
     def stream_initializer(self, model: onnx.ModelProto, proto: onnx.TensorProto, array: np.ndarray) -> None:
         """Write the new values of a main-graph initializer to the output (``pieces``) and drop
         the old ones from ``model``, which keeps the tensor's name, type and shape only."""
         if tuple(array.shape) != tuple(proto.dims):
             raise ValueError(f"shape {array.shape} does not match initializer '{proto.name}' {tuple(proto.dims)}")
         try:
-            if self.pieces is None:
-                self.pieces = PieceWriter(open(self.stage / self.path.name, "wb"), model)
             if proto.data_type == onnx.TensorProto.BFLOAT16:
                 new = from_array(array, proto)
                 data = np.frombuffer(new.raw_data, np.uint8)
             else:
                 data = np.asarray(array, dtype=onnx.helper.tensor_dtype_to_np_dtype(proto.data_type).newbyteorder("<"))
-            self.pieces.write(onnx.TensorProto(name=proto.name, data_type=proto.data_type, dims=proto.dims), data)
+            self.piece_writer(model).write(onnx.TensorProto(name=proto.name, data_type=proto.data_type, dims=proto.dims), data)
         except OSError as e:
             raise ModelSaveError(f"could not write {self.path} ({e.strerror or e})", "check the free space") from e
-        for field_name in ("raw_data", "float_data", "int32_data", "double_data", "int64_data", "uint64_data"):
-            proto.ClearField(field_name)
+        self.streamed_out(proto)
 
     def save(self, model: onnx.ModelProto) -> Path:
         """Write ``model`` (tensors not yet streamed included) and move it into place."""
         staged, data = self.stage / self.path.name, self.stage / self.data_name
         try:
+            if self.originals is not None:  # written in pieces even when nothing was new
+                self.piece_writer(model)
             if self.pieces is not None:
                 self.pieces.finish()
                 self.pieces.file.close()
@@ -298,6 +362,24 @@ class ModelWriter:
         except OSError as e:
             raise ModelSaveError(f"could not write {self.path} ({e.strerror or e})", "check the free space and permissions") from e
         return self.path
+
+
+class InitializerBlocks:
+    """The new values of one streamed initializer, written a block at a time
+    (``ModelWriter.initializer_blocks``); :meth:`close` once all are written."""
+
+    def __init__(self, writer: ModelWriter, proto: onnx.TensorProto, blocks: DataBlocks):
+        self.writer, self.proto, self.blocks = writer, proto, blocks
+
+    def write(self, block: np.ndarray) -> None:
+        try:
+            self.blocks.write(block)
+        except OSError as e:
+            raise ModelSaveError(f"could not write {self.writer.path} ({e.strerror or e})", "check the free space") from e
+
+    def close(self) -> None:
+        self.blocks.close()
+        self.writer.streamed_out(self.proto)
 
 
 STAGE_SUFFIX = ".tmp"

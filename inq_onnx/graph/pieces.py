@@ -46,16 +46,24 @@ def initializer_head(header: onnx.TensorProto, data_bytes: int) -> bytes:
 
 
 def copy_fields(source, target, skip: str = "") -> None:
-    """Every field set in ``source`` but ``skip`` into ``target`` (a message of the same type)."""
-    for descriptor, value in source.ListFields():
-        if descriptor.name == skip:
+    """Every field set in ``source`` but ``skip`` into ``target`` (a message of the same type).
+    Field by field, not ``ListFields``, which would copy out the value of ``skip`` too (a
+    tensor's raw data)."""
+    for descriptor in source.DESCRIPTOR.fields:
+        name = descriptor.name
+        if name == skip:
             continue
-        if hasattr(value, "extend"):  # a repeated field (FieldDescriptor.label is gone in newer protobuf)
-            getattr(target, descriptor.name).extend(value)
-        elif descriptor.message_type is not None:
-            getattr(target, descriptor.name).CopyFrom(value)
-        else:
-            setattr(target, descriptor.name, value)
+        try:
+            present = source.HasField(name)
+        except ValueError:  # a repeated field has no presence
+            value = getattr(source, name)
+            if len(value):
+                getattr(target, name).extend(value)
+            continue
+        if present and descriptor.message_type is not None:
+            getattr(target, name).CopyFrom(getattr(source, name))
+        elif present:
+            setattr(target, name, getattr(source, name))
 
 
 def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -69,28 +77,42 @@ def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
 class PieceWriter:
     """Writes ``model``'s main-graph initializers to ``file`` in order, with new values for those
     passed to :meth:`write`, then its skeleton (:meth:`finish`). Initializers are flushed as
-    they stand up to each new one, so new values must come in list order."""
+    they stand up to each new one, so new values must come in list order; one whose data was
+    left in the input file (``originals``, ``wire.FileTensors``) is copied from there as it was."""
 
-    def __init__(self, file: BinaryIO, model: onnx.ModelProto):
+    def __init__(self, file: BinaryIO, model: onnx.ModelProto, originals=None):
         self.file = file
         self.model = model
+        self.originals = originals  # ``wire.FileTensors``: initializers left in the input file's bytes
         self.position = {t.name: i for i, t in enumerate(model.graph.initializer)}
         self.next = 0
 
     def write(self, header: onnx.TensorProto, data: np.ndarray) -> None:
         """The initializer named ``header.name`` with ``header``'s fields and ``data``'s bytes."""
+        blocks = self.begin(header, data.nbytes)
+        blocks.write(data)
+        blocks.close()
+
+    def begin(self, header: onnx.TensorProto, data_bytes: int) -> "DataBlocks":
+        """The initializer named ``header.name`` with ``header``'s fields and ``data_bytes`` bytes
+        of raw data, which the caller then writes a block at a time (``DataBlocks``)."""
         index = self.position[header.name]
         if index < self.next:
             raise RuntimeError(f"initializer '{header.name}' was already written: new values must come in list order")
         self.flush(index)
-        flat = memoryview(np.ascontiguousarray(data).reshape(-1)).cast("B")
-        self.file.write(initializer_head(header, flat.nbytes))
-        self.file.write(flat)
+        self.file.write(initializer_head(header, data_bytes))
         self.next = index + 1
+        return DataBlocks(self.file, header.name, data_bytes)
 
     def flush(self, stop: int) -> None:
         """Initializers ``next`` .. ``stop - 1`` as they are in the model."""
         for init in self.model.graph.initializer[self.next:stop]:
+            original = self.originals.piece(init.name) if self.originals is not None else None
+            if original is not None:  # as it lies in the input file, raw data included
+                graph = field_head(INITIALIZER, len(original))
+                self.file.write(field_head(GRAPH, len(graph) + len(original)) + graph)
+                self.file.write(original)
+                continue
             piece = onnx.ModelProto()
             piece.graph.initializer.append(init)
             self.file.write(piece.SerializeToString())
@@ -99,3 +121,21 @@ class PieceWriter:
     def finish(self) -> None:
         self.flush(len(self.model.graph.initializer))
         self.file.write(skeleton(self.model).SerializeToString())
+
+
+class DataBlocks:
+    """The raw data of one initializer, in blocks: exactly the bytes its piece's head announced."""
+
+    def __init__(self, file: BinaryIO, name: str, data_bytes: int):
+        self.file, self.name, self.left = file, name, data_bytes
+
+    def write(self, block: np.ndarray) -> None:
+        flat = memoryview(np.ascontiguousarray(block).reshape(-1)).cast("B")
+        if flat.nbytes > self.left:
+            raise RuntimeError(f"initializer '{self.name}' got more data than its dims hold")
+        self.file.write(flat)
+        self.left -= flat.nbytes
+
+    def close(self) -> None:
+        if self.left:
+            raise RuntimeError(f"initializer '{self.name}' is {self.left} bytes short of its dims")

@@ -9,7 +9,7 @@ decoded, so it costs nothing on a multi-GB model.
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Callable, Iterator
 
 import onnx
 from onnx import AttributeProto, TensorProto
@@ -25,36 +25,44 @@ _ITEMSIZE = {TensorProto.FLOAT: 4, TensorProto.UINT8: 1, TensorProto.INT8: 1, Te
              TensorProto.COMPLEX64: 8, TensorProto.COMPLEX128: 16, TensorProto.BFLOAT16: 2}
 
 
-def check_tensors(model: onnx.ModelProto, label: str) -> None:
+def check_tensors(model: onnx.ModelProto, label: str, stored: Callable[[str], int | None] = lambda name: None) -> None:
     """Raise ModelLoadError for the first constant whose type is unknown or whose data does not
-    fill its dims exactly. Tensors still stored externally are skipped (not loaded yet)."""
-    for tensor in iter_tensors(model):
-        problem = tensor_problem(tensor)
+    fill its dims exactly. Tensors still stored externally are skipped (not loaded yet).
+    ``stored``: the raw data bytes of each main-graph initializer whose data was left in the
+    model's file (``wire``), None for the others."""
+    for tensor, raw_bytes in iter_tensors(model, stored):
+        problem = tensor_problem(tensor, raw_bytes)
         if problem:
             raise ModelLoadError(f"{label}: tensor '{tensor.name}' {problem}",
                                  "re-export the model (the file is damaged or was edited by hand)")
 
 
-def iter_tensors(model: onnx.ModelProto) -> Iterator[TensorProto]:
-    """Initializers and tensor attributes (Constant values...) of every graph, subgraph and function."""
-    todo: list = [model.graph] + list(model.functions)
+def iter_tensors(model: onnx.ModelProto, stored: Callable[[str], int | None] = lambda name: None,
+                 ) -> Iterator[tuple[TensorProto, int | None]]:
+    """Initializers and tensor attributes (Constant values...) of every graph, subgraph and
+    function, each with its ``stored`` raw data bytes (main-graph initializers only)."""
+    todo: list = list(model.functions) + [model.graph]
+    main = True
     while todo:
         graph = todo.pop()
-        yield from getattr(graph, "initializer", ())
+        for init in getattr(graph, "initializer", ()):
+            yield init, stored(init.name) if main else None
+        main = False
         for node in graph.node:
             for attr in node.attribute:
                 if attr.type == AttributeProto.TENSOR:
-                    yield attr.t
+                    yield attr.t, None
                 elif attr.type == AttributeProto.TENSORS:
-                    yield from attr.tensors
+                    yield from ((t, None) for t in attr.tensors)
                 elif attr.type == AttributeProto.GRAPH:
                     todo.append(attr.g)
                 elif attr.type == AttributeProto.GRAPHS:
                     todo.extend(attr.graphs)
 
 
-def tensor_problem(tensor: TensorProto) -> str | None:
-    """What is wrong with ``tensor``'s type, dims or amount of data, or None."""
+def tensor_problem(tensor: TensorProto, raw_bytes: int | None = None) -> str | None:
+    """What is wrong with ``tensor``'s type, dims or amount of data, or None. ``raw_bytes``: the
+    length of raw data held for it outside the message (``wire``)."""
     if tensor.data_type not in _KNOWN_TYPES:
         return f"has an unknown data type ({tensor.data_type})"
     if any(d < 0 for d in tensor.dims):
@@ -62,10 +70,11 @@ def tensor_problem(tensor: TensorProto) -> str | None:
     if tensor.data_location == TensorProto.EXTERNAL:
         return None
     count = math.prod(tensor.dims)
-    if tensor.HasField("raw_data"):
+    if raw_bytes is not None or tensor.HasField("raw_data"):
         if tensor.data_type == TensorProto.STRING:
             return "holds strings as raw bytes, which ONNX does not allow"
-        have, want, unit = len(tensor.raw_data), expected_bytes(tensor.data_type, count), "bytes"
+        have = raw_bytes if raw_bytes is not None else len(tensor.raw_data)
+        want, unit = expected_bytes(tensor.data_type, count), "bytes"
     else:
         field = onnx.helper.tensor_dtype_to_field(tensor.data_type)
         have, want, unit = len(getattr(tensor, field)), expected_entries(tensor.data_type, count), f"{field} entries"

@@ -8,7 +8,7 @@ name may be defined in two branches, so the graph path is part of its identity.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Callable, Iterator, Literal
 
 import numpy as np
 import onnx
@@ -96,11 +96,16 @@ def constant_sites(graph: onnx.GraphProto, path: GraphPath = ()) -> Iterator[tup
 
 
 def tensor_proto(model: onnx.ModelProto, site: TensorSite) -> onnx.TensorProto:
+    """The tensor at ``site``: the first of ``constant_sites`` there, looked up by name and kind."""
     graph = get_graph(model, site.graph_path)
-    for found, proto in constant_sites(graph, site.graph_path):
-        if found == site:
-            return proto
-    raise KeyError(f"no {site.describe()} in the model")
+    if site.kind == "initializer":
+        found = next((init for init in graph.initializer if init.name == site.name), None)
+    else:
+        found = next((attr.t for node in graph.node if (attr := constant_value_attr(node)) is not None
+                      and node.output and node.output[0] == site.name), None)
+    if found is None:
+        raise KeyError(f"no {site.describe()} in the model")
+    return found
 
 
 def is_float(proto: onnx.TensorProto) -> bool:
@@ -132,6 +137,15 @@ def from_array(array: np.ndarray, like: onnx.TensorProto) -> onnx.TensorProto:
 
 def read_tensor(model: onnx.ModelProto, site: TensorSite) -> np.ndarray:
     return to_array(tensor_proto(model, site))
+
+
+def proto_values(site: TensorSite, proto: onnx.TensorProto) -> np.ndarray:
+    """The values of the constant ``proto`` found at ``site``: a ``TensorReader`` for a model
+    that holds all its data (``wire.FileTensors.values`` reads one that left it in its file)."""
+    return to_array(proto)
+
+
+TensorReader = Callable[[TensorSite, onnx.TensorProto], np.ndarray]
 
 
 def write_tensor(model: onnx.ModelProto, site: TensorSite, array: np.ndarray) -> None:

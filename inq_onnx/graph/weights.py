@@ -18,7 +18,7 @@ import onnx
 
 from inq_onnx.fixed_tensors import fixed_tensor_reason
 from inq_onnx.graph import table
-from inq_onnx.graph.tensors import TensorSite, is_float, to_array
+from inq_onnx.graph.tensors import TensorReader, TensorSite, is_float, proto_values
 from inq_onnx.graph.uses import GRAPH_OUTPUT, Use, UseIndex, build_use_index, output_key
 
 FLOAT_DTYPES = ("float32", "float16", "float64", "bfloat16")
@@ -80,7 +80,7 @@ def describe(term: Terminal) -> str:
     return f"{term.use.label} input {term.use.input_index}{via}"
 
 
-def classify(site: TensorSite, proto: onnx.TensorProto, index: UseIndex) -> Candidate:
+def classify(site: TensorSite, proto: onnx.TensorProto, index: UseIndex, read: TensorReader = proto_values) -> Candidate:
     shape = tuple(int(d) for d in proto.dims)
     dtype = onnx.helper.tensor_dtype_to_np_dtype(proto.data_type).name if proto.data_type != onnx.TensorProto.BFLOAT16 else "bfloat16"
     terms = terminals(index, ("site", site))
@@ -102,7 +102,7 @@ def classify(site: TensorSite, proto: onnx.TensorProto, index: UseIndex) -> Cand
     if not is_float(proto):
         return Candidate(**base, skip_reason=f"not a float tensor ({dtype}): already integer")
     choice = channel_choice(terms, len(shape))
-    fixed = fixed_tensor_reason(to_array(proto), choice.get("channel_axes"))
+    fixed = fixed_tensor_reason(read(site, proto), choice.get("channel_axes"))
     return Candidate(**base, **choice, skip_reason=fixed)
 
 
@@ -139,13 +139,15 @@ def select_weights(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     min_size: int = 0,
+    read: TensorReader = proto_values,
 ) -> list[Candidate]:
-    """Every float constant (and every integer one that sits on a weight input), classified."""
+    """Every float constant (and every integer one that sits on a weight input), classified;
+    ``read`` gives a constant's values (to recognise fixed, hand-made ones)."""
     index = build_use_index(model)
     found = []
     for site, proto in index.sites.items():
         if not is_float(proto) and not any(t.slot() or (t.use and t.use.node.op_type in table.QUANTIZED_OPS)
                                             for t in terminals(index, ("site", site))):
             continue
-        found.append(apply_overrides(classify(site, proto, index), include, exclude, min_size))
+        found.append(apply_overrides(classify(site, proto, index, read), include, exclude, min_size))
     return found

@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from inq_onnx.errors import ModelLoadError, ModelSaveError, UnsupportedModelError
-from inq_onnx.graph.io import load_model, runtime_limits, save_model
+from inq_onnx.graph.io import load_model, load_structure, runtime_limits, save_model
 from tests.conftest import conv_gemm_model
 
 
@@ -25,9 +25,35 @@ def write(tmp_path, name, data: bytes):
     (lambda t: write(t, "cut.onnx", conv_gemm_model().SerializeToString()[:-40]), "not an ONNX model"),
     (lambda t: write(t, "tensor.onnx", onnx.numpy_helper.from_array(np.ones(3)).SerializeToString()), "not an ONNX model"),
 ])
-def test_bad_files_are_refused_with_a_reason(tmp_path, make, message):
+@pytest.mark.parametrize("load", [load_model, load_structure])
+def test_bad_files_are_refused_with_a_reason(tmp_path, make, message, load):
     with pytest.raises(ModelLoadError, match=message):
-        load_model(make(tmp_path))
+        load(make(tmp_path))
+
+
+def test_load_structure_leaves_the_weights_in_the_file_and_checks_them(tmp_path):
+    model = conv_gemm_model()
+    onnx.save_model(model, str(tmp_path / "m.onnx"))
+    bare, source, stored = load_structure(tmp_path / "m.onnx")
+    assert source.size_bytes == (tmp_path / "m.onnx").stat().st_size and not source.external_data
+    assert not any(t.raw_data for t in bare.graph.initializer) and stored.nbytes == sum(len(t.raw_data) for t in model.graph.initializer)
+    model.graph.initializer[2].raw_data = model.graph.initializer[2].raw_data[:-4]  # one float short
+    onnx.save_model(model, str(tmp_path / "cut.onnx"))
+    for load in (load_model, load_structure):
+        with pytest.raises(ModelLoadError, match="tensor 'fc.w' holds 428 bytes but its type and dims"):
+            load(tmp_path / "cut.onnx")
+    model = conv_gemm_model()
+    model.graph.node[1].input[0] = "nowhere"
+    onnx.save_model(model, str(tmp_path / "bad.onnx"))
+    with pytest.raises(ModelLoadError, match="onnx.checker"):
+        load_structure(tmp_path / "bad.onnx")
+
+
+def test_load_structure_loads_external_data_whole(tmp_path):
+    onnx.save_model(conv_gemm_model(), str(tmp_path / "m.onnx"), save_as_external_data=True, location="m.onnx.data",
+                    size_threshold=0)
+    model, source, stored = load_structure(tmp_path / "m.onnx")
+    assert stored is None and source.external_data and model.graph.initializer[0].raw_data
 
 
 def test_too_new_ir_or_opset_is_refused():
