@@ -31,8 +31,8 @@ from inq_onnx.quantize import quantize_model
 from inq_onnx.schedule import LRDecay, LRSchedule
 from inq_onnx.train.checkpoint import Checkpoint, Progress, load_checkpoint, save_checkpoint
 from inq_onnx.train.evaluate import evaluate_branches
-from inq_onnx.train.lr_search import (ADAMW, SGD, DIVERGED_FACTOR, MAX_RETRIES, GuardState, HeldOutLoss, Rate, Trial,
-                                      capped, check_candidates, check_updates, choose_rate, step_outcome,
+from inq_onnx.train.lr_search import (ADAMW, SGD, DIVERGED_FACTOR, MAX_EXTENSIONS, MAX_RETRIES, GuardState,
+                                      HeldOutLoss, Rate, Trial, beyond, capped, check_candidates, check_updates, choose_rate, step_outcome,
                                       far_above, grid_for, retry_rate, trial_updates)
 from inq_onnx.train.options import TrainOptions
 from inq_onnx.train.ort_training import require_training
@@ -292,35 +292,44 @@ class Loop:
 
     def search_lr(self, ckpt: Checkpoint, start: np.ndarray, step: int, grid: tuple[Rate, ...], updates: int,
                   kind: str) -> tuple[Rate, dict]:
-        """Short trials of every rate of ``grid`` from ``start`` (restored after each)."""
+        """Short trials of every rate of ``grid`` from ``start`` (restored after each); a search
+        whose winner sits at an end of its optimizer's grid goes on past it (``beyond``)."""
         began = time.monotonic()
-        trials = []
-        for rate in grid:
-            params = start.copy()
-            self.setup.load(params)
-            optimizer = self.make_optimizer(self.setup.params.trainable(ckpt.sidecar), rate)
-            schedule = LRSchedule(rate.lr, LRDecay.COSINE)
-            loss = math.inf
-            try:
-                for n, feeds in enumerate(self.trial_batches(step, updates)):
-                    if self.stop_requested:  # back to the step's start: the search is redone on resume
-                        self.save(ckpt.model, ckpt.sidecar, start, None,
-                                  Progress(False, options=ckpt.progress.options, lr=ckpt.progress.lr,
-                                           optimizer=ckpt.progress.optimizer, **self.where))
-                        raise self.interrupted(f"in step {step + 1}, while choosing the learning rate")
-                    optimizer.lr = schedule.at(n / updates)
-                    self.setup.step(params, feeds, optimizer)
-                loss = self.heldout(params)
-            except LossNotFinite:
-                pass
-            trials.append(Trial(rate, loss))
-        self.setup.load(start)
+        trials = [Trial(rate, self.trial(ckpt, start, step, rate, updates)) for rate in grid]
         chosen = choose_rate(trials)
+        for _ in range(MAX_EXTENSIONS if kind == "search" else 0):
+            further = beyond(chosen, [t.rate for t in trials])
+            if further is None:
+                break
+            trials.append(Trial(further, self.trial(ckpt, start, step, further, updates)))
+            if choose_rate(trials) == chosen:
+                break
+            chosen = choose_rate(trials)
+        self.setup.load(start)
         search = {"kind": kind, "chosen": chosen.lr, "optimizer": chosen.optimizer, "updates": updates,
                   "trials": [t.as_dict() for t in trials], "seconds": round(time.monotonic() - began, 2),
                   "judged_on": self.heldout.samples.source}
         self.emit("lr_search", search)
         return chosen, search
+
+    def trial(self, ckpt: Checkpoint, start: np.ndarray, step: int, rate: Rate, updates: int) -> float:
+        """The held-out loss after ``updates`` updates at ``rate`` from ``start`` (inf: diverged)."""
+        params = start.copy()
+        self.setup.load(params)
+        optimizer = self.make_optimizer(self.setup.params.trainable(ckpt.sidecar), rate)
+        schedule = LRSchedule(rate.lr, LRDecay.COSINE)
+        try:
+            for n, feeds in enumerate(self.trial_batches(step, updates)):
+                if self.stop_requested:  # back to the step's start: the search is redone on resume
+                    self.save(ckpt.model, ckpt.sidecar, start, None,
+                              Progress(False, options=ckpt.progress.options, lr=ckpt.progress.lr,
+                                       optimizer=ckpt.progress.optimizer, **self.where))
+                    raise self.interrupted(f"in step {step + 1}, while choosing the learning rate")
+                optimizer.lr = schedule.at(n / updates)
+                self.setup.step(params, feeds, optimizer)
+        except LossNotFinite:
+            return math.inf
+        return self.heldout(params)
 
     def trial_batches(self, step: int, updates: int):
         """``updates`` batches of a stream of their own (the same for every rate)."""

@@ -10,7 +10,10 @@ step went wrong); the plumbing that trains and measures them is in ``inq_onnx.tr
   the paper's, and AdamW), so the optimizer is found the same way. The candidate with the lowest
   held-out loss wins; candidates within ``TIE`` of the best count as tied, and among them SGD goes
   before AdamW and the smallest rate wins (a fine-tuned model is hurt more by a rate too large
-  than by one too small). The trials take at most ``SEARCH_SHARE`` of the run's updates.
+  than by one too small). A winner at an end of its optimizer's grid is tried against the next
+  rate past that end (3x up or down), at most ``MAX_EXTENSIONS`` times while the new one wins:
+  the grid's ends are not walls. The grid's trials take at most ``SEARCH_SHARE`` of the run's
+  updates.
 - **Check.** The first step is not like the later ones: with 20 % of the weights rounded the
   model is still near its float optimum and small steps win; with 90 % rounded the few free
   weights must move far to make up for the rest. So each later step first tries the run's rate
@@ -42,6 +45,7 @@ ADAMW_GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
 SEARCH_SHARE = 0.08  # of the run's training updates, spent in the first search (evaluations come on top)
 CHECK_SHARE = 0.03  # of a later step's updates, per candidate of its check
 CHECK_FACTOR = 3.0  # a later step tries its rate against this many times it
+MAX_EXTENSIONS = 2  # trials past an end of the grid, while the winner sits at that end
 MIN_CHECK_UPDATES = 10  # a step too short for this many updates per candidate is not checked
 MIN_TRIAL_UPDATES = 20
 TIE = 0.02  # relative: held-out losses within 2 % of the best are a tie, broken toward the smaller rate
@@ -93,6 +97,19 @@ def check_candidates(rate: Rate) -> tuple[Rate, ...]:
     optimizer's grid."""
     up = Rate(rate.optimizer, rate.lr * CHECK_FACTOR)
     return (rate, up) if up.lr <= max(GRIDS[rate.optimizer]) * (1 + 1e-9) else (rate,)
+
+
+def beyond(rate: Rate, tried: list[Rate]) -> Rate | None:
+    """The next rate past the end of the rates tried for ``rate``'s optimizer, when ``rate`` sits
+    at that end (``CHECK_FACTOR`` up or down); None when it lies inside them."""
+    lrs = [r.lr for r in tried if r.optimizer == rate.optimizer]
+    if len(lrs) < 2:
+        return None
+    if rate.lr >= max(lrs):
+        return Rate(rate.optimizer, rate.lr * CHECK_FACTOR)
+    if rate.lr <= min(lrs):
+        return Rate(rate.optimizer, rate.lr / CHECK_FACTOR)
+    return None
 
 
 def check_updates(step_updates: int) -> int:

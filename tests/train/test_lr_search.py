@@ -42,6 +42,16 @@ def test_the_search_grid_holds_each_optimizer_s_rates():
     assert len(both) == len(SGD_GRID) + len(ADAMW_GRID) and {r.optimizer for r in both} == {SGD, ADAMW}
 
 
+def test_a_winner_at_an_end_of_its_grid_is_tried_past_it():
+    from inq_onnx.train.lr_search import beyond
+
+    tried = list(grid_for((SGD, ADAMW)))
+    assert beyond(Rate(SGD, max(SGD_GRID)), tried) == Rate(SGD, pytest.approx(3 * max(SGD_GRID)))
+    assert beyond(Rate(ADAMW, min(ADAMW_GRID)), tried) == Rate(ADAMW, pytest.approx(min(ADAMW_GRID) / 3))
+    assert beyond(Rate(SGD, SGD_GRID[2]), tried) is None  # inside its grid: nothing to extend
+    assert beyond(Rate(SGD, 0.09), tried + [Rate(SGD, 0.09)]) == Rate(SGD, pytest.approx(0.27))  # and on
+
+
 def test_trials_take_a_bounded_share_of_the_run():
     grid = len(grid_for((SGD, ADAMW)))
     big = trial_updates(1000, 9000, grid)
