@@ -32,7 +32,7 @@ from inq_onnx.schedule import LRDecay, LRSchedule
 from inq_onnx.train.checkpoint import Checkpoint, Progress, load_checkpoint, save_checkpoint
 from inq_onnx.train.evaluate import evaluate_branches
 from inq_onnx.train.lr_search import (ADAMW, SGD, DIVERGED_FACTOR, MAX_EXTENSIONS, MAX_RETRIES, GuardState,
-                                      HeldOutLoss, Rate, Trial, beyond, capped, check_candidates, check_updates, choose_rate, step_outcome,
+                                      HeldOutLoss, Rate, Trial, beyond, capped, check_candidates, runoff_updates, check_updates, choose_rate, step_outcome,
                                       far_above, grid_for, retry_rate, trial_updates)
 from inq_onnx.train.options import TrainOptions
 from inq_onnx.train.ort_training import require_training
@@ -283,7 +283,8 @@ class Loop:
             grid = grid_for(self.options.optimizers)
             steps_left = sum(1 for s in ckpt.sidecar.schedule[step:] if s < 1)
             updates = trial_updates(step_updates, steps_left * step_updates, len(grid))
-            rate, search = self.search_lr(ckpt, start, step, grid, updates, "search")
+            rate, search = self.search_lr(ckpt, start, step, grid, updates, "search",
+                                          runoff_updates(step_updates, updates))
         elif self.options.lr is None and len(check_candidates(rate)) > 1 and check_updates(step_updates):
             rate, search = self.search_lr(ckpt, start, step, check_candidates(rate), check_updates(step_updates),
                                           "check")
@@ -291,24 +292,36 @@ class Loop:
         return GuardState(lr=rate.lr, start_loss=self.heldout(start), search=search, optimizer=rate.optimizer)
 
     def search_lr(self, ckpt: Checkpoint, start: np.ndarray, step: int, grid: tuple[Rate, ...], updates: int,
-                  kind: str) -> tuple[Rate, dict]:
-        """Short trials of every rate of ``grid`` from ``start`` (restored after each); a search
-        whose winner sits at an end of its optimizer's grid goes on past it (``beyond``)."""
+                  kind: str, runoff: int = 0) -> tuple[Rate, dict]:
+        """Short trials of every rate of ``grid`` from ``start`` (restored after each). In a
+        search, an optimizer's winner at an end of its grid goes on past it (``beyond``), and the
+        winners of several optimizers meet in a run-off of ``runoff`` updates each."""
         began = time.monotonic()
         trials = [Trial(rate, self.trial(ckpt, start, step, rate, updates)) for rate in grid]
-        chosen = choose_rate(trials)
-        for _ in range(MAX_EXTENSIONS if kind == "search" else 0):
-            further = beyond(chosen, [t.rate for t in trials])
-            if further is None:
-                break
-            trials.append(Trial(further, self.trial(ckpt, start, step, further, updates)))
-            if choose_rate(trials) == chosen:
-                break
-            chosen = choose_rate(trials)
+        finalists = []
+        for optimizer in dict.fromkeys(rate.optimizer for rate in grid):
+            own = [t for t in trials if t.rate.optimizer == optimizer]
+            best = choose_rate(own)
+            for _ in range(MAX_EXTENSIONS if kind == "search" else 0):
+                further = beyond(best, [t.rate for t in own])
+                if further is None:
+                    break
+                own.append(Trial(further, self.trial(ckpt, start, step, further, updates)))
+                trials.append(own[-1])
+                if choose_rate(own) == best:
+                    break
+                best = choose_rate(own)
+            finalists.append(best)
+        chosen, finals = choose_rate(trials), []
+        if len(finalists) > 1 and runoff:
+            finals = [Trial(rate, self.trial(ckpt, start, step, rate, runoff)) for rate in finalists]
+            chosen = choose_rate(finals)
         self.setup.load(start)
         search = {"kind": kind, "chosen": chosen.lr, "optimizer": chosen.optimizer, "updates": updates,
                   "trials": [t.as_dict() for t in trials], "seconds": round(time.monotonic() - began, 2),
                   "judged_on": self.heldout.samples.source}
+        if finals:
+            search.update(runoff=[t.as_dict() for t in finals], runoff_updates=runoff)
         self.emit("lr_search", search)
         return chosen, search
 

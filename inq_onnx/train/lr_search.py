@@ -13,7 +13,11 @@ step went wrong); the plumbing that trains and measures them is in ``inq_onnx.tr
   than by one too small). A winner at an end of its optimizer's grid is tried against the next
   rate past that end (3x up or down), at most ``MAX_EXTENSIONS`` times while the new one wins:
   the grid's ends are not walls. The grid's trials take at most ``SEARCH_SHARE`` of the run's
-  updates.
+  updates. **Run-off.** With several optimizers, the short trials favour the one that fits
+  fastest, which on a few hundred samples can be the one that overfits (PP-OCR cls: AdamW won
+  the trials and ended its first step at 4.7x SGD's held-out loss). So each optimizer's winner
+  then trains ``RUNOFF_SHARE`` of the first step (at least ``RUNOFF_FACTOR`` trials' length) and
+  the lower held-out loss takes the run (ties: SGD).
 - **Check.** The first step is not like the later ones: with 20 % of the weights rounded the
   model is still near its float optimum and small steps win; with 90 % rounded the few free
   weights must move far to make up for the rest. So each later step first tries the run's rate
@@ -45,6 +49,8 @@ ADAMW_GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
 SEARCH_SHARE = 0.08  # of the run's training updates, spent in the first search (evaluations come on top)
 CHECK_SHARE = 0.03  # of a later step's updates, per candidate of its check
 CHECK_FACTOR = 3.0  # a later step tries its rate against this many times it
+RUNOFF_SHARE = 0.25  # of the first step's updates, for each optimizer's winner
+RUNOFF_FACTOR = 3  # ... and at least this many times a trial's updates
 MAX_EXTENSIONS = 2  # trials past an end of the grid, while the winner sits at that end
 MIN_CHECK_UPDATES = 10  # a step too short for this many updates per candidate is not checked
 MIN_TRIAL_UPDATES = 20
@@ -90,6 +96,12 @@ def trial_updates(step_updates: int, run_updates: int, grid_size: int) -> int:
     ``MIN_TRIAL_UPDATES`` (a tiny run) and at most one step's updates."""
     share = int(SEARCH_SHARE * run_updates / max(1, grid_size))
     return max(0, min(step_updates, max(MIN_TRIAL_UPDATES, share)))
+
+
+def runoff_updates(step_updates: int, trial: int) -> int:
+    """Updates of each optimizer's winner in the run-off: ``RUNOFF_SHARE`` of the step, at least
+    ``RUNOFF_FACTOR`` trials, at most the step."""
+    return min(step_updates, max(RUNOFF_FACTOR * trial, int(RUNOFF_SHARE * step_updates)))
 
 
 def check_candidates(rate: Rate) -> tuple[Rate, ...]:

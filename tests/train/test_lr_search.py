@@ -52,6 +52,14 @@ def test_a_winner_at_an_end_of_its_grid_is_tried_past_it():
     assert beyond(Rate(SGD, 0.09), tried + [Rate(SGD, 0.09)]) == Rate(SGD, pytest.approx(0.27))  # and on
 
 
+def test_the_run_off_trains_a_quarter_of_the_step_and_longer_than_a_trial():
+    from inq_onnx.train.lr_search import RUNOFF_FACTOR, RUNOFF_SHARE, runoff_updates
+
+    assert runoff_updates(1000, 20) == int(RUNOFF_SHARE * 1000)
+    assert runoff_updates(100, 20) == RUNOFF_FACTOR * 20  # a short step: still longer than the trials
+    assert runoff_updates(40, 20) == 40  # never more than the step
+
+
 def test_trials_take_a_bounded_share_of_the_run():
     grid = len(grid_for((SGD, ADAMW)))
     big = trial_updates(1000, 9000, grid)

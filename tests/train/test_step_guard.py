@@ -12,7 +12,8 @@ from inq_onnx.train.checkpoint import load_checkpoint
 from inq_onnx.train.evaluate import below_one_shot
 from inq_onnx.train.loop import retrain
 from inq_onnx.train.run_log import read_log
-from inq_onnx.train.lr_search import ADAMW, GRIDS, MAX_RETRIES, RETRY_DIVISOR, SGD, check_updates
+from inq_onnx.train.lr_search import (ADAMW, GRIDS, MAX_RETRIES, RETRY_DIVISOR, SGD, Rate, Trial, check_updates,
+                                      choose_rate)
 from inq_onnx.train.options import TrainOptions
 from inq_onnx.verify import fidelity, off_codebook
 from tests.conftest import FIXTURE
@@ -50,6 +51,10 @@ def test_the_default_run_searches_the_rate_once_and_keeps_it(digits, tmp_path):
     assert (search["optimizer"], search["chosen"]) in tried
     assert search["kind"] == "search" and records[1]["lr"] == search["chosen"]
     assert records[1]["optimizer"] == search["optimizer"]
+    finals = search["runoff"]  # each optimizer's winner, trained longer: the lower held-out loss takes the run
+    assert [t["optimizer"] for t in finals] == [SGD, ADAMW] and search["runoff_updates"] > search["updates"]
+    best = choose_rate([Trial(Rate(t["optimizer"], t["lr"]), t["loss"]) for t in finals])
+    assert (search["optimizer"], search["chosen"]) == (best.optimizer, best.lr)
     grid = GRIDS[search["optimizer"]]
     searches = [info for kind, info in events if kind == "lr_search"]
     assert [s["kind"] for s in searches] == ["search"] + ["check"] * (len(searches) - 1)
