@@ -294,8 +294,9 @@ class Loop:
     def search_lr(self, ckpt: Checkpoint, start: np.ndarray, step: int, grid: tuple[Rate, ...], updates: int,
                   kind: str, runoff: int = 0) -> tuple[Rate, dict]:
         """Short trials of every rate of ``grid`` from ``start`` (restored after each). In a
-        search, an optimizer's winner at an end of its grid goes on past it (``beyond``), and the
-        winners of several optimizers meet in a run-off of ``runoff`` updates each."""
+        search, an optimizer's winner at an end of its grid goes on past it (``beyond``), and when
+        the first optimizer (the paper's SGD) lost, each optimizer's winner trains ``runoff``
+        updates and the lower held-out loss wins."""
         began = time.monotonic()
         trials = [Trial(rate, self.trial(ckpt, start, step, rate, updates)) for rate in grid]
         finalists = []
@@ -313,7 +314,7 @@ class Loop:
                 best = choose_rate(own)
             finalists.append(best)
         chosen, finals = choose_rate(trials), []
-        if len(finalists) > 1 and runoff:
+        if chosen.optimizer != grid[0].optimizer and runoff:  # the paper's optimizer lost the short trials
             finals = [Trial(rate, self.trial(ckpt, start, step, rate, runoff)) for rate in finalists]
             chosen = choose_rate(finals)
         self.setup.load(start)
