@@ -27,8 +27,9 @@ def training_options(command):
         click.option("--lr", type=float, help="Learning rate, restarted at each step, cosine decay [default: chosen per model from short trials on held-out samples]."),
         click.option("--batch-size", type=click.IntRange(min=1),
                      help="Samples per update [default: 32, or a tenth of the samples (at least 4) below 320]."),
-        click.option("--optimizer", type=click.Choice([o.value for o in OptimizerChoice]), default="sgd", show_default=True,
-                     help="sgd: the paper's (momentum 0.9, weight decay 5e-4)."),
+        click.option("--optimizer", type=click.Choice([o.value for o in OptimizerChoice]), default="auto", show_default=True,
+                     help="sgd: the paper's (momentum 0.9, weight decay 5e-4); auto: SGD or AdamW, found with the "
+                          "learning rate by the same short trials (SGD when --lr is given)."),
         click.option("--weight-decay", type=float, default=5e-4, show_default=True),
         click.option("--loss", type=click.Choice([c.value for c in LossChoice]), default="auto", show_default=True,
                      help="auto: cross-entropy with labels, else distillation from the float model (no labels needed)."),

@@ -65,10 +65,17 @@ def loss_text(loss) -> str:
 
 
 def describe_search(s: dict) -> str:
-    trials = ", ".join(f"{t['lr']:.3g}: {loss_text(t['loss'])}" for t in s["trials"])
+    mixed = len({t.get("optimizer") for t in s["trials"]}) > 1
+    trials = ", ".join((f"{t['optimizer']} " if mixed else "") + f"{t['lr']:.3g}: {loss_text(t['loss'])}"
+                       for t in s["trials"])
     how = "checked against a larger rate in" if s.get("kind") == "check" else "chosen from"
-    return (f"learning rate {s['chosen']:.3g}, {how} {len(s['trials'])} trials of {s['updates']} updates each "
-            f"(held-out loss per rate: {trials}; judged on {s['judged_on']}; {s['seconds']:.1f} s)")
+    optimizer = f"{s['optimizer']} " if s.get("optimizer") else ""
+    runoff = ""
+    if s.get("runoff"):
+        finals = ", ".join(f"{t['optimizer']} {t['lr']:.3g}: {loss_text(t['loss'])}" for t in s["runoff"])
+        runoff = f"; then a run-off of {s['runoff_updates']} updates each: {finals}"
+    return (f"{optimizer}learning rate {s['chosen']:.3g}, {how} {len(s['trials'])} trials of {s['updates']} updates "
+            f"each (held-out loss per rate: {trials}{runoff}; judged on {s['judged_on']}; {s['seconds']:.1f} s)")
 
 
 def describe_retry(r: dict) -> str:

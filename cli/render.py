@@ -80,7 +80,7 @@ def lr_cell(r: dict) -> str:
     """The rate the step started with, and the one kept when the guard retried it."""
     if r.get("lr") is None:
         return "-"
-    text = f"{r['lr']:.3g}"
+    text = (f"{r['optimizer']} " if r.get("optimizer") == "adamw" else "") + f"{r['lr']:.3g}"
     if r.get("tries"):
         kept = r.get("kept")
         text += " -> " + ("start" if kept is None else f"{r['tries'][kept]['lr']:.3g}") + f" ({len(r['tries'])} tries)"

@@ -46,6 +46,7 @@ class Progress:
     branch: int = 0  # index of the branch being retrained; the ones before it are done
     branch_losses: tuple = ()  # (loss sum, batch count) of each finished branch of the step
     lr: float | None = None  # the run's learning rate, once searched (or lowered by the step guard)
+    optimizer: str | None = None  # ... and the optimizer it is for (lr_search.SGD or ADAMW)
     guard: dict | None = None  # the step guard's state within a step (lr_search.GuardState.as_dict())
     branch_entries: tuple = ()  # what each finished branch of the step logs (its rate, tries, search)
 

@@ -31,10 +31,10 @@ from inq_onnx.quantize import quantize_model
 from inq_onnx.schedule import LRDecay, LRSchedule
 from inq_onnx.train.checkpoint import Checkpoint, Progress, load_checkpoint, save_checkpoint
 from inq_onnx.train.evaluate import evaluate_branches
-from inq_onnx.train.lr_search import (DIVERGED_FACTOR, MAX_RETRIES, GuardState, HeldOutLoss, Trial, capped,
-                                      check_candidates, check_updates, choose_lr, step_outcome,
-                                      far_above, grid_for, retry_lr, trial_updates)
-from inq_onnx.train.options import OptimizerChoice, TrainOptions
+from inq_onnx.train.lr_search import (ADAMW, SGD, DIVERGED_FACTOR, MAX_EXTENSIONS, MAX_RETRIES, GuardState,
+                                      HeldOutLoss, Rate, Trial, beyond, capped, check_candidates, runoff_updates, check_updates, choose_rate, step_outcome,
+                                      far_above, grid_for, retry_rate, trial_updates)
+from inq_onnx.train.options import TrainOptions
 from inq_onnx.train.ort_training import require_training
 from inq_onnx.train.params import ParamMap
 from inq_onnx.train.pause import pause_point
@@ -55,9 +55,14 @@ class TryState:
 
     guard: GuardState
     arrays: dict
-    run_lr: float | None
+    run_rate: Rate | None
     epochs: int
     batches: int
+
+
+def run_rate(progress: Progress) -> Rate | None:
+    """The run's rate once searched (checkpoints before the optimizer was searched: SGD)."""
+    return None if progress.lr is None else Rate(progress.optimizer or SGD, progress.lr)
 
 
 @dataclass
@@ -147,7 +152,8 @@ class Loop:
                         return RunResult(ckpt.model, read_log(self.run_dir), resumed)
                     model, sidecar = partition_step(ckpt.model, ckpt.sidecar)
                     model = self.correct_biases(ckpt.model, model, sidecar)
-                    progress = Progress(False, options=ckpt.progress.options, lr=ckpt.progress.lr)
+                    progress = Progress(False, options=ckpt.progress.options, lr=ckpt.progress.lr,
+                                        optimizer=ckpt.progress.optimizer)
                     ckpt = Checkpoint(model, sidecar, progress, None)
                 ckpt = self.train_step(ckpt)
                 last = ckpt.sidecar.step == len(ckpt.sidecar.schedule) - 1
@@ -212,7 +218,8 @@ class Loop:
             metrics["branch_lr"] = dict(zip(labels, progress.branch_entries))
         self.record(sidecar.step, sidecar.schedule[sidecar.step], total / count if count else None, metrics,
                     time.monotonic() - started, share=quantized_share(sidecar))
-        done = Checkpoint(ckpt.model, sidecar, Progress(True, options=progress.options, lr=progress.lr), None)
+        done = Checkpoint(ckpt.model, sidecar, Progress(True, options=progress.options, lr=progress.lr,
+                                                        optimizer=progress.optimizer), None)
         self.save(done.model, sidecar, None, None, done.progress)
         return done
 
@@ -244,10 +251,10 @@ class Loop:
         optimizer_state, epoch, first = ckpt.optimizer, progress.epoch, progress.batch
         loss_sum, loss_count = progress.loss_sum, progress.loss_count  # a resumed try keeps its losses
         while True:
-            optimizer = self.make_optimizer(pmap.trainable(sidecar), guard.lr)
+            optimizer = self.make_optimizer(pmap.trainable(sidecar), guard.rate)
             if optimizer_state is not None:
                 optimizer.load_state_dict(optimizer_state)
-            state = TryState(guard, arrays, progress.lr, epochs, batches)
+            state = TryState(guard, arrays, run_rate(progress), epochs, batches)
             outcome, loss_sum, loss_count = self.train_try(ckpt, params, optimizer, state, epoch, first, loss_sum,
                                                            loss_count)
             end_loss = self.heldout(params) if outcome == "done" else math.inf
@@ -257,61 +264,86 @@ class Loop:
             if not far_above(end_loss, guard.start_loss) or len(guard.tries) > MAX_RETRIES:
                 break
             self.emit("retry", {"step": step, "lr": guard.lr, "loss": tried["loss"], "start_loss": guard.start_loss,
-                                "outcome": outcome, "next_lr": retry_lr(guard.lr)})
-            guard = replace(guard, lr=retry_lr(guard.lr))
+                                "outcome": outcome, "next_lr": retry_rate(guard.rate).lr})
+            guard = replace(guard, lr=retry_rate(guard.rate).lr)
             params[:] = arrays["start"]
             self.setup.load(params)
             optimizer_state, epoch, first, loss_sum, loss_count = None, 0, 0, 0.0, 0
-        keep, run_lr, entry = step_outcome(guard)
+        keep, rate, entry = step_outcome(guard)
         params = arrays["start"] if keep is None else params
-        return self.finish_step(ckpt, params, run_lr, entry, started)
+        return self.finish_step(ckpt, params, rate, entry, started)
 
     def start_guard(self, ckpt: Checkpoint, start: np.ndarray, step: int, step_updates: int) -> GuardState:
         """The step's held-out loss at its start, and its rate: --lr (or what the guard lowered
         it to), else a search at the first step and a check against a larger rate at later ones."""
-        search, lr = None, ckpt.progress.lr
-        grid = grid_for(self.options.optimizer is OptimizerChoice.ADAMW)
-        if lr is None and self.options.lr is not None:
-            lr = self.options.lr
-        if lr is None:
+        search, rate = None, run_rate(ckpt.progress)
+        if rate is None and self.options.lr is not None:
+            rate = Rate(self.options.optimizers[0], self.options.lr)
+        if rate is None:
+            grid = grid_for(self.options.optimizers)
             steps_left = sum(1 for s in ckpt.sidecar.schedule[step:] if s < 1)
             updates = trial_updates(step_updates, steps_left * step_updates, len(grid))
-            lr, search = self.search_lr(ckpt, start, step, grid, updates, "search")
-        elif self.options.lr is None and len(check_candidates(lr, grid)) > 1 and check_updates(step_updates):
-            lr, search = self.search_lr(ckpt, start, step, check_candidates(lr, grid), check_updates(step_updates),
-                                        "check")
+            rate, search = self.search_lr(ckpt, start, step, grid, updates, "search",
+                                          runoff_updates(step_updates, updates))
+        elif self.options.lr is None and len(check_candidates(rate)) > 1 and check_updates(step_updates):
+            rate, search = self.search_lr(ckpt, start, step, check_candidates(rate), check_updates(step_updates),
+                                          "check")
         self.setup.load(start)
-        return GuardState(lr=lr, start_loss=self.heldout(start), search=search)
+        return GuardState(lr=rate.lr, start_loss=self.heldout(start), search=search, optimizer=rate.optimizer)
 
-    def search_lr(self, ckpt: Checkpoint, start: np.ndarray, step: int, grid: tuple[float, ...], updates: int,
-                  kind: str) -> tuple[float, dict]:
-        """Short trials of every rate of ``grid`` from ``start`` (restored after each)."""
+    def search_lr(self, ckpt: Checkpoint, start: np.ndarray, step: int, grid: tuple[Rate, ...], updates: int,
+                  kind: str, runoff: int = 0) -> tuple[Rate, dict]:
+        """Short trials of every rate of ``grid`` from ``start`` (restored after each). In a
+        search, an optimizer's winner at an end of its grid goes on past it (``beyond``), and when
+        the first optimizer (the paper's SGD) lost, each optimizer's winner trains ``runoff``
+        updates and the lower held-out loss wins."""
         began = time.monotonic()
-        trials = []
-        for lr in grid:
-            params = start.copy()
-            self.setup.load(params)
-            optimizer = self.make_optimizer(self.setup.params.trainable(ckpt.sidecar), lr)
-            schedule = LRSchedule(lr, LRDecay.COSINE)
-            loss = math.inf
-            try:
-                for n, feeds in enumerate(self.trial_batches(step, updates)):
-                    if self.stop_requested:  # back to the step's start: the search is redone on resume
-                        self.save(ckpt.model, ckpt.sidecar, start, None,
-                                  Progress(False, options=ckpt.progress.options, lr=ckpt.progress.lr, **self.where))
-                        raise self.interrupted(f"in step {step + 1}, while choosing the learning rate")
-                    optimizer.lr = schedule.at(n / updates)
-                    self.setup.step(params, feeds, optimizer)
-                loss = self.heldout(params)
-            except LossNotFinite:
-                pass
-            trials.append(Trial(lr, loss))
+        trials = [Trial(rate, self.trial(ckpt, start, step, rate, updates)) for rate in grid]
+        finalists = []
+        for optimizer in dict.fromkeys(rate.optimizer for rate in grid):
+            own = [t for t in trials if t.rate.optimizer == optimizer]
+            best = choose_rate(own)
+            for _ in range(MAX_EXTENSIONS if kind == "search" else 0):
+                further = beyond(best, [t.rate for t in own])
+                if further is None:
+                    break
+                own.append(Trial(further, self.trial(ckpt, start, step, further, updates)))
+                trials.append(own[-1])
+                if choose_rate(own) == best:
+                    break
+                best = choose_rate(own)
+            finalists.append(best)
+        chosen, finals = choose_rate(trials), []
+        if chosen.optimizer != grid[0].optimizer and runoff:  # the paper's optimizer lost the short trials
+            finals = [Trial(rate, self.trial(ckpt, start, step, rate, runoff)) for rate in finalists]
+            chosen = choose_rate(finals)
         self.setup.load(start)
-        chosen = choose_lr(trials)
-        search = {"kind": kind, "chosen": chosen, "updates": updates, "trials": [t.as_dict() for t in trials],
-                  "seconds": round(time.monotonic() - began, 2), "judged_on": self.heldout.samples.source}
+        search = {"kind": kind, "chosen": chosen.lr, "optimizer": chosen.optimizer, "updates": updates,
+                  "trials": [t.as_dict() for t in trials], "seconds": round(time.monotonic() - began, 2),
+                  "judged_on": self.heldout.samples.source}
+        if finals:
+            search.update(runoff=[t.as_dict() for t in finals], runoff_updates=runoff)
         self.emit("lr_search", search)
         return chosen, search
+
+    def trial(self, ckpt: Checkpoint, start: np.ndarray, step: int, rate: Rate, updates: int) -> float:
+        """The held-out loss after ``updates`` updates at ``rate`` from ``start`` (inf: diverged)."""
+        params = start.copy()
+        self.setup.load(params)
+        optimizer = self.make_optimizer(self.setup.params.trainable(ckpt.sidecar), rate)
+        schedule = LRSchedule(rate.lr, LRDecay.COSINE)
+        try:
+            for n, feeds in enumerate(self.trial_batches(step, updates)):
+                if self.stop_requested:  # back to the step's start: the search is redone on resume
+                    self.save(ckpt.model, ckpt.sidecar, start, None,
+                              Progress(False, options=ckpt.progress.options, lr=ckpt.progress.lr,
+                                       optimizer=ckpt.progress.optimizer, **self.where))
+                    raise self.interrupted(f"in step {step + 1}, while choosing the learning rate")
+                optimizer.lr = schedule.at(n / updates)
+                self.setup.step(params, feeds, optimizer)
+        except LossNotFinite:
+            return math.inf
+        return self.heldout(params)
 
     def trial_batches(self, step: int, updates: int):
         """``updates`` batches of a stream of their own (the same for every rate)."""
@@ -334,8 +366,9 @@ class Loop:
         epochs, batches = state.epochs, state.batches
 
         def progress(e, b):
-            return Progress(False, e, b, options, loss_sum, loss_count, lr=state.run_lr, guard=state.guard.as_dict(),
-                            **self.where)
+            rate = state.run_rate
+            return Progress(False, e, b, options, loss_sum, loss_count, lr=rate.lr if rate else None,
+                            optimizer=rate.optimizer if rate else None, guard=state.guard.as_dict(), **self.where)
 
         for epoch in range(epoch, epochs):
             for b, feeds in self.setup.feeder.batches(self.setup.batch_size, self.inq.seed, step, epoch, first):
@@ -358,7 +391,7 @@ class Loop:
                 return "diverged", loss_sum, loss_count  # halfway and hopeless: the next try starts sooner
         return "done", loss_sum, loss_count
 
-    def finish_step(self, ckpt: Checkpoint, params: np.ndarray, run_lr: float | None, entry: dict,
+    def finish_step(self, ckpt: Checkpoint, params: np.ndarray, rate: Rate | None, entry: dict,
                     started: float) -> Checkpoint:
         """The branch's trained values into the model; its rate, tries and losses into the progress."""
         model = onnx.ModelProto()
@@ -370,15 +403,17 @@ class Loop:
             train_loss = progress.loss_sum / progress.loss_count
         losses = (*self.where["branch_losses"], (train_loss, 1) if train_loss is not None else (0.0, 0))
         entries = (*self.where["branch_entries"], entry)
-        lr = run_lr if run_lr is not None else progress.lr
-        return Checkpoint(model, ckpt.sidecar, Progress(False, options=progress.options, lr=lr, branch=self.branch + 1,
+        rate = rate or run_rate(progress)
+        return Checkpoint(model, ckpt.sidecar, Progress(False, options=progress.options, lr=rate.lr if rate else None,
+                                                        optimizer=rate.optimizer if rate else None,
+                                                        branch=self.branch + 1,
                                                         branch_losses=losses, branch_entries=entries), None)
 
-    def make_optimizer(self, trainable: np.ndarray, lr: float):
+    def make_optimizer(self, trainable: np.ndarray, rate: Rate):
         o = self.options
-        if o.optimizer is OptimizerChoice.ADAMW:
-            return MaskedAdamW(trainable, lr=lr, weight_decay=o.weight_decay)
-        return MaskedSGD(trainable, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        if rate.optimizer == ADAMW:
+            return MaskedAdamW(trainable, lr=rate.lr, weight_decay=o.weight_decay)
+        return MaskedSGD(trainable, lr=rate.lr, momentum=o.momentum, weight_decay=o.weight_decay)
 
     def save(self, model, sidecar, params, optimizer, progress: Progress, arrays: dict | None = None) -> None:
         if params is not None:

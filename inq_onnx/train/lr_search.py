@@ -6,13 +6,23 @@ step went wrong); the plumbing that trains and measures them is in ``inq_onnx.tr
 - **Search.** Before the first retraining step, every rate of a log grid trains the same state
   (right after the first partition) for the same few updates, on the same batches, with a fresh
   optimizer and the step's cosine decay compressed into the trial; the parameters are restored
-  after each. The rate with the lowest held-out loss wins; rates within ``TIE`` of the best count
-  as tied and the smallest of them wins (a fine-tuned model is hurt more by a rate too large than
-  by one too small). The trials take at most ``SEARCH_SHARE`` of the run's updates.
+  after each. With ``--optimizer auto`` the grid holds rates of both optimizers (SGD with momentum,
+  the paper's, and AdamW), so the optimizer is found the same way. The candidate with the lowest
+  held-out loss wins; candidates within ``TIE`` of the best count as tied, and among them SGD goes
+  before AdamW and the smallest rate wins (a fine-tuned model is hurt more by a rate too large
+  than by one too small). A winner at an end of its optimizer's grid is tried against the next
+  rate past that end (3x up or down), at most ``MAX_EXTENSIONS`` times while the new one wins:
+  the grid's ends are not walls. The grid's trials take at most ``SEARCH_SHARE`` of the run's
+  updates. **Run-off.** With several optimizers, the short trials favour the one that fits
+  fastest, which on a few hundred samples can be the one that overfits (PP-OCR cls: AdamW won
+  the trials and ended its first step at 4.7x SGD's held-out loss). So when the trials' winner
+  is not SGD, the paper's optimizer, each optimizer's winner trains ``RUNOFF_SHARE`` of the first
+  step (at least ``RUNOFF_FACTOR`` trials' length) and the lower held-out loss takes the run
+  (ties: SGD).
 - **Check.** The first step is not like the later ones: with 20 % of the weights rounded the
   model is still near its float optimum and small steps win; with 90 % rounded the few free
   weights must move far to make up for the rest. So each later step first tries the run's rate
-  against three times it (``check_candidates``, within the grid), ``CHECK_SHARE`` of the step's
+  against three times it (``check_candidates``, within its optimizer's grid), ``CHECK_SHARE`` of the step's
   updates each, and keeps the better (ties: the smaller); a step too short for ``MIN_CHECK_UPDATES``
   per candidate is not checked. Going down is the guard's job.
 - **Guard.** A step whose training loss turns non-finite, or whose held-out loss ends far above
@@ -34,11 +44,15 @@ import numpy as np
 
 from inq_onnx.data import Samples
 
-SGD_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
-ADAMW_GRID = (3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
+SGD, ADAMW = "sgd", "adamw"
+SGD_GRID = (1e-3, 3e-3, 1e-2, 3e-2)
+ADAMW_GRID = (3e-5, 1e-4, 3e-4, 1e-3)
 SEARCH_SHARE = 0.08  # of the run's training updates, spent in the first search (evaluations come on top)
 CHECK_SHARE = 0.03  # of a later step's updates, per candidate of its check
 CHECK_FACTOR = 3.0  # a later step tries its rate against this many times it
+RUNOFF_SHARE = 0.25  # of the first step's updates, for each optimizer's winner
+RUNOFF_FACTOR = 3  # ... and at least this many times a trial's updates
+MAX_EXTENSIONS = 2  # trials past an end of the grid, while the winner sits at that end
 MIN_CHECK_UPDATES = 10  # a step too short for this many updates per candidate is not checked
 MIN_TRIAL_UPDATES = 20
 TIE = 0.02  # relative: held-out losses within 2 % of the best are a tie, broken toward the smaller rate
@@ -52,17 +66,30 @@ HOLDOUT_MAX = 1000
 SEED_STREAM = 7_919  # the held-out draws' own random stream, apart from the batch orders
 
 
+@dataclass(frozen=True, order=True)
+class Rate:
+    """A learning rate and the optimizer it is for."""
+
+    optimizer: str
+    lr: float
+
+
 @dataclass(frozen=True)
 class Trial:
-    lr: float
+    rate: Rate
     loss: float  # held-out loss after the trial; inf when it diverged
 
     def as_dict(self) -> dict:
-        return {"lr": self.lr, "loss": self.loss if math.isfinite(self.loss) else None}
+        return {"optimizer": self.rate.optimizer, "lr": self.rate.lr,
+                "loss": self.loss if math.isfinite(self.loss) else None}
 
 
-def grid_for(adamw: bool) -> tuple[float, ...]:
-    return ADAMW_GRID if adamw else SGD_GRID
+GRIDS = {SGD: SGD_GRID, ADAMW: ADAMW_GRID}
+
+
+def grid_for(optimizers: tuple[str, ...]) -> tuple[Rate, ...]:
+    """The search's candidates: every rate of each optimizer's grid."""
+    return tuple(Rate(o, lr) for o in optimizers for lr in GRIDS[o])
 
 
 def trial_updates(step_updates: int, run_updates: int, grid_size: int) -> int:
@@ -72,10 +99,30 @@ def trial_updates(step_updates: int, run_updates: int, grid_size: int) -> int:
     return max(0, min(step_updates, max(MIN_TRIAL_UPDATES, share)))
 
 
-def check_candidates(lr: float, grid: tuple[float, ...]) -> tuple[float, ...]:
-    """The rates a later step tries: the run's, and three times it while that stays in the grid."""
-    up = lr * CHECK_FACTOR
-    return (lr, up) if up <= max(grid) * (1 + 1e-9) else (lr,)
+def runoff_updates(step_updates: int, trial: int) -> int:
+    """Updates of each optimizer's winner in the run-off: ``RUNOFF_SHARE`` of the step, at least
+    ``RUNOFF_FACTOR`` trials, at most the step."""
+    return min(step_updates, max(RUNOFF_FACTOR * trial, int(RUNOFF_SHARE * step_updates)))
+
+
+def check_candidates(rate: Rate) -> tuple[Rate, ...]:
+    """The rates a later step tries: the run's, and three times it while that stays in its
+    optimizer's grid."""
+    up = Rate(rate.optimizer, rate.lr * CHECK_FACTOR)
+    return (rate, up) if up.lr <= max(GRIDS[rate.optimizer]) * (1 + 1e-9) else (rate,)
+
+
+def beyond(rate: Rate, tried: list[Rate]) -> Rate | None:
+    """The next rate past the end of the rates tried for ``rate``'s optimizer, when ``rate`` sits
+    at that end (``CHECK_FACTOR`` up or down); None when it lies inside them."""
+    lrs = [r.lr for r in tried if r.optimizer == rate.optimizer]
+    if len(lrs) < 2:
+        return None
+    if rate.lr >= max(lrs):
+        return Rate(rate.optimizer, rate.lr * CHECK_FACTOR)
+    if rate.lr <= min(lrs):
+        return Rate(rate.optimizer, rate.lr / CHECK_FACTOR)
+    return None
 
 
 def check_updates(step_updates: int) -> int:
@@ -85,14 +132,15 @@ def check_updates(step_updates: int) -> int:
     return updates if updates >= MIN_CHECK_UPDATES else 0
 
 
-def choose_lr(trials: list[Trial]) -> float:
-    """The rate of the lowest held-out loss; ties (within ``TIE``) go to the smallest rate; when
-    every trial diverged, the smallest rate of the grid."""
+def choose_rate(trials: list[Trial]) -> Rate:
+    """The rate of the lowest held-out loss; ties (within ``TIE``) go to SGD, then to the smallest
+    rate; when every trial diverged, the smallest rate of the first optimizer tried."""
     finite = [t for t in trials if math.isfinite(t.loss)]
     if not finite:
-        return min(t.lr for t in trials)
+        first = trials[0].rate.optimizer
+        return min(t.rate for t in trials if t.rate.optimizer == first)
     best = min(t.loss for t in finite)
-    return min(t.lr for t in finite if t.loss <= best + TIE * abs(best))
+    return min((t.rate for t in finite if t.loss <= best + TIE * abs(best)), key=lambda r: (r.optimizer != SGD, r.lr))
 
 
 def far_above(loss: float, start: float, factor: float = FAR_FACTOR) -> bool:
@@ -100,8 +148,8 @@ def far_above(loss: float, start: float, factor: float = FAR_FACTOR) -> bool:
     return not math.isfinite(loss) or loss > factor * start + FAR_MARGIN
 
 
-def retry_lr(lr: float) -> float:
-    return lr / RETRY_DIVISOR
+def retry_rate(rate: Rate) -> Rate:
+    return Rate(rate.optimizer, rate.lr / RETRY_DIVISOR)
 
 
 def keep_best(start_loss: float, tries: list[dict]) -> int | None:
@@ -155,37 +203,45 @@ def padded_batches(samples: int, batch_size: int) -> list[np.ndarray]:
 
 @dataclass(frozen=True)
 class GuardState:
-    """Where a step stands under the guard: the rate of the current try, the held-out loss at the
-    step's start, the tries finished so far (``{"lr", "loss", "train_loss", "outcome"}``) and the
-    search made at this step, if any. Saved in the checkpoint, so that a resumed step goes on."""
+    """Where a step stands under the guard: the optimizer and rate of the current try, the
+    held-out loss at the step's start, the tries finished so far (``{"lr", "loss", "train_loss",
+    "outcome"}``) and the search made at this step, if any. Saved in the checkpoint, so that a
+    resumed step goes on."""
 
     lr: float
     start_loss: float
     tries: tuple[dict, ...] = ()
     search: dict | None = None
+    optimizer: str = SGD
+
+    @property
+    def rate(self) -> Rate:
+        return Rate(self.optimizer, self.lr)
 
     def as_dict(self) -> dict:
-        return {"lr": self.lr, "start_loss": self.start_loss, "tries": list(self.tries), "search": self.search}
+        return {"lr": self.lr, "start_loss": self.start_loss, "tries": list(self.tries), "search": self.search,
+                "optimizer": self.optimizer}
 
     @staticmethod
     def from_dict(data: dict) -> "GuardState":
-        return GuardState(data["lr"], data["start_loss"], tuple(data.get("tries", ())), data.get("search"))
+        return GuardState(data["lr"], data["start_loss"], tuple(data.get("tries", ())), data.get("search"),
+                          data.get("optimizer", SGD))
 
 
-def step_outcome(guard: GuardState) -> tuple[int | None, float, dict]:
+def step_outcome(guard: GuardState) -> tuple[int | None, Rate, dict]:
     """After a step's tries: which to keep (None: the step's start), the rate later steps start
     from (the kept try's, else the lowest tried), and what the run log records of it."""
     keep = keep_best(guard.start_loss, list(guard.tries))
     kept = guard.tries[keep] if keep is not None else None
     run_lr = kept["lr"] if kept is not None else min(t["lr"] for t in guard.tries)
-    entry = {"lr": guard.tries[0]["lr"], "val_loss_start": guard.start_loss,
+    entry = {"optimizer": guard.optimizer, "lr": guard.tries[0]["lr"], "val_loss_start": guard.start_loss,
              "val_loss": kept["loss"] if kept else guard.start_loss, "kept": keep,
              "train_loss": kept["train_loss"] if kept else None}
     if len(guard.tries) > 1 or keep is None:
         entry["tries"] = list(guard.tries)
     if guard.search is not None:
         entry["lr_search"] = guard.search
-    return keep, run_lr, entry
+    return keep, Rate(guard.optimizer, run_lr), entry
 
 
 class HeldOutLoss:

@@ -40,6 +40,7 @@ def parse_distill_tensors(value) -> "DistillTensors | tuple[str, ...] | None":
 
 
 class OptimizerChoice(str, enum.Enum):
+    AUTO = "auto"  # found by the learning-rate trials, with the rate: SGD or AdamW (train/lr_search.py)
     SGD = "sgd"  # the paper's: momentum 0.9, weight decay 5e-4
     ADAMW = "adamw"
 
@@ -48,7 +49,7 @@ class OptimizerChoice(str, enum.Enum):
 class TrainOptions:
     epochs_per_step: int | None = None  # None: from the data size (see epochs_for)
     lr: float | None = None  # None: chosen per model by short trials (train/lr_search.py)
-    optimizer: OptimizerChoice = OptimizerChoice.SGD
+    optimizer: OptimizerChoice = OptimizerChoice.AUTO
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int | None = None  # None: from the data size (see batch_for)
@@ -75,6 +76,14 @@ class TrainOptions:
             raise InvalidOptionError("epochs per step must be >= 0", "pass e.g. --epochs-per-step 2")
         if not 0 <= self.mixup <= 1:
             raise InvalidOptionError(f"the mixup share must be in [0, 1], got {self.mixup}", "pass e.g. --mixup 0.5")
+
+    @property
+    def optimizers(self) -> tuple[str, ...]:
+        """The optimizers the learning-rate search tries, the first being the one ``--lr`` alone
+        means (the paper's SGD)."""
+        if self.optimizer is OptimizerChoice.AUTO:
+            return (OptimizerChoice.SGD.value, OptimizerChoice.ADAMW.value)
+        return (self.optimizer.value,)
 
     def mixup_for(self, distillation: bool) -> float:
         """The share of each batch's samples mixed with another (``feeder.mix``) when the float

@@ -1,5 +1,7 @@
 """What a user sees of the learning-rate search, the held-out slice and the step guard."""
 
+import re
+
 import numpy as np
 
 from tests.cli.test_cli import run
@@ -14,13 +16,14 @@ def test_a_default_run_says_how_the_rate_was_chosen_and_what_the_figures_are_on(
     proc = run("quantize", FIXTURE, "--bits", "4", "--schedule", "0.5,1", "--epochs-per-step", "1", "--data", train,
                "-o", out)
     assert proc.returncode == 0, proc.stderr
-    assert "learning rate" in proc.stderr and "chosen from 5 trials" in proc.stderr
+    trials = re.search(r"learning rate \S+, chosen from (\d+) trials", proc.stderr)
+    assert trials and 10 <= int(trials[1]) <= 14  # both optimizers' grids, and at most two past each one's ends
     assert "one-shot: val accuracy" in proc.stderr
     assert "validation figures on 144 samples (144 samples held out of" in proc.stdout
     assert "ONNX Runtime ran it on the first samples" in proc.stdout
     report = run("report", f"{out}.inq-run")
     assert report.returncode == 0, report.stderr
-    assert " lr " in report.stdout.splitlines()[0] and "chosen from 5 trials" in report.stdout
+    assert " lr " in report.stdout.splitlines()[0] and f"chosen from {trials[1]} trials" in report.stdout
     assert "n1 rules judged by the outputs on 64 samples" in report.stdout  # --range auto with --data
 
 
@@ -42,3 +45,17 @@ def test_a_rolled_back_step_is_shown(tmp_path):
               "error": None, "kept_static": False}
     notes = run_notes([{"step": -1, "range_choice": choice}, {**record, "val_accuracy": 0.8}])
     assert notes[0] == "n1 rules judged by the outputs on 64 samples (9 trial runs): 1 to mae; output error 4.8 -> 0.37"
+
+
+def test_a_run_off_between_optimizers_is_shown():
+    from inq_onnx_cli.progress import describe_search
+
+    search = {"kind": "search", "chosen": 0.003, "optimizer": "sgd", "updates": 20, "seconds": 9.0,
+              "judged_on": "32 samples held out of train.npz",
+              "trials": [{"optimizer": "sgd", "lr": 0.003, "loss": 0.27}, {"optimizer": "adamw", "lr": 0.001, "loss": 0.25}],
+              "runoff": [{"optimizer": "sgd", "lr": 0.003, "loss": 0.068}, {"optimizer": "adamw", "lr": 0.001, "loss": 0.157}],
+              "runoff_updates": 62}
+    text = describe_search(search)
+    assert text.startswith("sgd learning rate 0.003, chosen from 2 trials")
+    assert "sgd 0.003: 0.27, adamw 0.001: 0.25" in text
+    assert "then a run-off of 62 updates each: sgd 0.003: 0.068, adamw 0.001: 0.157" in text

@@ -1,5 +1,7 @@
 """The learning-rate search and the step guard on a real (fixture) retraining run."""
 
+import math
+
 import numpy as np
 import onnx
 import pytest
@@ -12,7 +14,8 @@ from inq_onnx.train.checkpoint import load_checkpoint
 from inq_onnx.train.evaluate import below_one_shot
 from inq_onnx.train.loop import retrain
 from inq_onnx.train.run_log import read_log
-from inq_onnx.train.lr_search import MAX_RETRIES, RETRY_DIVISOR, SGD_GRID, check_updates
+from inq_onnx.train.lr_search import (ADAMW, GRIDS, MAX_RETRIES, RETRY_DIVISOR, SGD, Rate, Trial, check_updates,
+                                      choose_rate)
 from inq_onnx.train.options import TrainOptions
 from inq_onnx.verify import fidelity, off_codebook
 from tests.conftest import FIXTURE
@@ -42,18 +45,36 @@ def test_the_default_run_searches_the_rate_once_and_keeps_it(digits, tmp_path):
     steps = [info for kind, info in events if kind == "step"]
     records = read_log(tmp_path)
     search = records[1]["lr_search"]
-    assert [t["lr"] for t in search["trials"]] == list(SGD_GRID) and search["chosen"] in SGD_GRID
+    tried = [(t["optimizer"], t["lr"]) for t in search["trials"]]  # --optimizer auto: both optimizers' grids
+    grids = [(o, lr) for o in (SGD, ADAMW) for lr in GRIDS[o]]
+    assert tried[:len(grids)] == grids
+    for optimizer, lr in tried[len(grids):]:  # past an end of its grid, only where the winner sat there
+        assert lr > max(GRIDS[optimizer]) or lr < min(GRIDS[optimizer])
+    assert (search["optimizer"], search["chosen"]) in tried
     assert search["kind"] == "search" and records[1]["lr"] == search["chosen"]
+    assert records[1]["optimizer"] == search["optimizer"]
+    winner = choose_rate([Trial(Rate(t["optimizer"], t["lr"]), math.inf if t["loss"] is None else t["loss"])
+                          for t in search["trials"]])
+    if winner.optimizer == ADAMW:  # SGD lost the short trials: each one's winner trains longer, the lower loss wins
+        finals = search["runoff"]
+        assert [t["optimizer"] for t in finals] == [SGD, ADAMW] and search["runoff_updates"] > search["updates"]
+        best = choose_rate([Trial(Rate(t["optimizer"], t["lr"]), t["loss"]) for t in finals])
+        assert (search["optimizer"], search["chosen"]) == (best.optimizer, best.lr)
+    else:
+        assert "runoff" not in search and (search["optimizer"], search["chosen"]) == (SGD, winner.lr)
+    grid = GRIDS[search["optimizer"]]
     searches = [info for kind, info in events if kind == "lr_search"]
     assert [s["kind"] for s in searches] == ["search"] + ["check"] * (len(searches) - 1)
     previous = records[1]["lr"] if "tries" not in records[1] else records[1]["tries"][records[1]["kept"]]["lr"]
-    if previous < max(SGD_GRID) and check_updates(steps[1]["epochs"] * steps[1]["batches"]):  # checked against 3x
+    if previous < max(grid) and check_updates(steps[1]["epochs"] * steps[1]["batches"]):  # checked against 3x
         check = records[2]["lr_search"]
         assert [t["lr"] for t in check["trials"]] == [previous, pytest.approx(3 * previous)]
         assert records[2]["lr"] == check["chosen"]
     else:
         assert "lr_search" not in records[2]
-    assert load_checkpoint(tmp_path).progress.lr in [t["lr"] for r in records[1:3] for t in r.get("tries", [r])]
+    progress = load_checkpoint(tmp_path).progress
+    assert progress.lr in [t["lr"] for r in records[1:3] for t in r.get("tries", [r])]
+    assert progress.optimizer == search["optimizer"] == records[2]["optimizer"]  # the searched optimizer carries on
     assert records[0]["val_samples"] == len(val) and "one_shot_val_accuracy" in records[0]
 
 
