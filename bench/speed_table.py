@@ -4,7 +4,9 @@
      one protobuf file), time / a process doing only onnx.load + onnx.save; and / ORT's
      quantize_dynamic (each operation in a fresh process, bench/quantize_speed.py's child)
   2  its peak RSS (VmHWM) / the file size, as is and net of the process's RSS before the work
-  3  compact export (4 b) of the same model: ONNX Runtime session creation / the float model's
+  3  compact export (4 b) of the same model: ONNX Runtime session creation / the float model's,
+     the floor (the float weights behind one Reshape each), and the decode functions used
+     (``Table4e4``: element fields, 4 codes in a uint16)
   4  the same on 320n at 2, 3, 4 and 5 bits
   5  file size float (the quantized model as saved) / compact on lenet5_mnist and resnet8_mnist at
      4 bits, and the unpack function(s) used (``Unpack4r3``: radix fields, 3 codes in 10 bits)
@@ -74,7 +76,12 @@ def compact_pair(quantized: onnx.ModelProto, folder: Path, tag: str) -> tuple[Pa
 
 def session_ratio(float_path: Path, compact_path: Path, runs: int) -> str:
     t = interleaved({"float": lambda: session(float_path), "compact": lambda: session(compact_path)}, runs)
-    return f"{t['compact'] / t['float']:.2f}x ({t['compact'] * 1e3:.0f} ms vs {t['float'] * 1e3:.0f} ms)"
+    return (f"{t['compact'] / t['float']:.2f}x ({t['compact'] * 1e3:.0f} ms vs {t['float'] * 1e3:.0f} ms, "
+            f"{functions(compact_path)})")
+
+
+def functions(path: Path) -> str:
+    return "+".join(f.name for f in onnx.load(str(path), load_external_data=False).functions)
 
 
 def rows_one_two(synthetic: Path, runs: int, folder: Path) -> list[tuple[int, str, str]]:
@@ -129,8 +136,8 @@ def row_three(synthetic: Path, runs: int, folder: Path) -> list[tuple[int, str, 
     t = interleaved({"float": lambda: session(float_path), "compact": lambda: session(compact_path),
                      "floor": lambda: session(floor)}, runs)
     return [(3, "compact 4 b of the same model: session creation / float",
-             f"{t['compact'] / t['float']:.2f}x ({t['compact'] * 1e3:.0f} ms vs {t['float'] * 1e3:.0f} ms); "
-             f"floor (float weights behind one Reshape each): {t['floor'] / t['float']:.2f}x")]
+             f"{t['compact'] / t['float']:.2f}x ({t['compact'] * 1e3:.0f} ms vs {t['float'] * 1e3:.0f} ms, "
+             f"{functions(compact_path)}); floor (float weights behind one Reshape each): {t['floor'] / t['float']:.2f}x")]
 
 
 def row_four(runs: int, folder: Path) -> list[tuple[int, str, str]]:

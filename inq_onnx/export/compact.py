@@ -104,8 +104,8 @@ def drop_values(proto: onnx.TensorProto) -> None:
 def finish(out: onnx.ModelProto, original_ir: int, widths: set[Fields], opset: int, prefix: str) -> list[str]:
     """Add the decode functions, the domain, the IR version they need and the compact stamp."""
     notes = []
-    for fields in sorted(widths, key=lambda f: (f.bits, f.radix, f.m)):
-        out.functions.append(decode_op.unpack_function(fields, opset))
+    for fields in sorted(widths, key=lambda f: (f.bits, f.radix, f.element, f.m)):
+        out.functions.append(decode_op.function(fields, opset))
     if widths:
         out.opset_import.append(helper.make_opsetid(decode_op.DOMAIN, decode_op.DOMAIN_VERSION))
     if widths and out.ir_version < FUNCTIONS_IR_VERSION:
