@@ -109,10 +109,15 @@ def plan_groups(members: list[Outcome], bits: int) -> list[tuple[packing.Fields,
     layouts = packing.element_layouts(bits, count, tables) if count >= ELEMENT_MIN_CODES and not negative_zero else []
     if not layouts:
         return [(packing.choose_fields(bits, count, tables, negative_zero), members)]
-    groups: dict[packing.Fields, list[Outcome]] = defaultdict(list)
-    for outcome in members:
-        groups[packing.element_fields(layouts, outcome.encoded.shape)].append(outcome)
-    return sorted(groups.items(), key=lambda item: item[0].m)
+    while True:  # a layout whose own weights do not pay for its tables goes, its weights take another
+        groups: dict[packing.Fields, list[Outcome]] = defaultdict(list)
+        for outcome in members:
+            groups[packing.element_fields(layouts, outcome.encoded.shape)].append(outcome)
+        poor = [f for f, group in groups.items()
+                if f.rows * f.m * (1 + len(exponents_of(group))) * packing.TABLE_SHARE > codes_of(group)]
+        if not poor or len(poor) == len(layouts):
+            return sorted(groups.items(), key=lambda item: item[0].m)
+        layouts = [f for f in layouts if f not in poor]
 
 
 def needs_cut(outcome: Outcome, fields: packing.Fields) -> bool:

@@ -158,6 +158,23 @@ def test_big_streams_take_element_fields_and_stay_about_b_bits():
         assert run(q, {"x": x})[0].tobytes() == run(c, {"x": x})[0].tobytes()
 
 
+def test_a_layout_whose_weights_do_not_pay_for_its_table_is_not_used(monkeypatch):
+    monkeypatch.setattr(packing, "TABLE_SHARE", 1)  # so that a 2^20-code model may take 59,049-row tables
+    rng = np.random.default_rng(1)
+    big, small = rng.normal(size=(1024, 1024)).astype(np.float32), rng.normal(size=(1024, 10)).astype(np.float32)
+    model = make_model([helper.make_node("MatMul", ["x", "big"], ["h"]), helper.make_node("MatMul", ["h", "small"], ["y"])],
+                       [helper.make_tensor_value_info("x", 1, [1, 1024])],
+                       [helper.make_tensor_value_info("y", 1, [1, 10])], [tensor("big", big), tensor("small", small)])
+    q = stamp(quantize_all(model, 4), 4, {"big": [], "small": []})
+    # "small" alone would take 5 codes in 16 bits, whose table (59,049 rows) costs more than its 10,240 codes
+    layouts = packing.element_layouts(4, big.size + small.size, 3)
+    assert packing.element_fields(layouts, small.shape).m == 5
+    c, _ = to_compact(q)
+    assert [f.name for f in c.functions] == ["Table4e4"]
+    x = rng.normal(size=(1, 1024)).astype(np.float32)
+    assert run(q, {"x": x})[0].tobytes() == run(c, {"x": x})[0].tobytes()
+
+
 @pytest.mark.parametrize("opset", [11, 17, 21])
 def test_constants_in_if_branches_with_the_same_name(opset):
     q = branch_model(opset=opset)
