@@ -7,7 +7,7 @@
   3  compact export (4 b) of the same model: ONNX Runtime session creation / the float model's,
      the floor (the float weights behind one Reshape each), and the decode functions used
      (``Table4e4``: element fields, 4 codes in a uint16)
-  4  the same on 320n at 2, 3, 4 and 5 bits
+  4  the same on 320n at 2, 3, 4 and 5 bits (and the floor, at 4 b)
   5  file size float (the quantized model as saved) / compact on lenet5_mnist and resnet8_mnist at
      4 bits, and the unpack function(s) used (``Unpack4r3``: radix fields, 3 codes in 10 bits)
   6  one training step through our artifacts (forward, backward and our masked SGD) / one PyTorch
@@ -20,13 +20,15 @@
     .venv/bin/python bench/speed_table.py --runs 3 --synthetic-mb 50 --rows 3 4
 
 Each operation pair is timed alternately (a, b, a, b, ...) so a load change on the machine hits
-both; figures are ratios of medians.
+both; figures are ratios of medians. Every operation runs in a fresh process (rows 3-4: the
+session creation alone is timed inside it).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,20 +51,25 @@ GOALS = {1: "<= 1.3x, and below quantize_dynamic", 2: "<= 2x", 3: "<= 1.5x", 4: 
 
 
 def interleaved(actions: dict, runs: int) -> dict[str, float]:
-    """Median seconds of each action, run alternately ``runs`` times."""
+    """Median seconds of each action, run alternately ``runs`` times (an action returns its seconds)."""
     times = {name: [] for name in actions}
     for _ in range(runs):
         for name, action in actions.items():
-            start = time.perf_counter()
-            action()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(action())
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+OPEN = ("import sys, time, onnxruntime as ort; options = ort.SessionOptions(); options.log_severity_level = 3; "
+        "start = time.perf_counter(); ort.InferenceSession(sys.argv[1], options, providers=['CPUExecutionProvider']); "
+        "print(time.perf_counter() - start)")
+
+
+def session(path: Path) -> float:
+    """Seconds ONNX Runtime takes to create a session of ``path``, default options, in a fresh process
+    (as a program opening the model meets it: in one process, sessions created one after another
+    reuse memory the previous ones freed, and the ratios moved by 0.5 between two runs)."""
+    done = subprocess.run([sys.executable, "-c", OPEN, str(path)], capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
 
 
 def compact_pair(quantized: onnx.ModelProto, folder: Path, tag: str) -> tuple[Path, Path]:
@@ -74,10 +81,13 @@ def compact_pair(quantized: onnx.ModelProto, folder: Path, tag: str) -> tuple[Pa
     return float_path, compact_path
 
 
-def session_ratio(float_path: Path, compact_path: Path, runs: int) -> str:
-    t = interleaved({"float": lambda: session(float_path), "compact": lambda: session(compact_path)}, runs)
+def session_ratio(float_path: Path, compact_path: Path, runs: int, floor: Path | None = None) -> str:
+    actions = {"float": lambda: session(float_path), "compact": lambda: session(compact_path)}
+    if floor is not None:
+        actions["floor"] = lambda: session(floor)
+    t = interleaved(actions, runs)
     return (f"{t['compact'] / t['float']:.2f}x ({t['compact'] * 1e3:.0f} ms vs {t['float'] * 1e3:.0f} ms, "
-            f"{functions(compact_path)})")
+            f"{functions(compact_path)}" + (f"; floor {t['floor'] / t['float']:.2f}x" if floor else "") + ")")
 
 
 def functions(path: Path) -> str:
@@ -147,7 +157,8 @@ def row_four(runs: int, folder: Path) -> list[tuple[int, str, str]]:
     for bits in (2, 3, 4, 5):
         quantized = inq_onnx.quantize(str(SHARED / "models" / "320n.onnx"), bits=bits).model
         pair = compact_pair(quantized, folder, f"320n{bits}")
-        cells.append(f"{bits} b {session_ratio(*pair, runs)}")
+        floor = reshape_floor(quantized, folder / "320n.reshape.onnx") if bits == 4 else None
+        cells.append(f"{bits} b {session_ratio(*pair, runs, floor)}")
     return [(4, "320n session creation compact / float", "; ".join(cells))]
 
 

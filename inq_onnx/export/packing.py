@@ -189,6 +189,9 @@ MAX_WIDTH = 16  # the decode function reads fields of at most 16 bits (tables of
 TABLE_SHARE = 8
 """Element layouts build at most 1/TABLE_SHARE as many table entries (rows · m · tables) as they
 decode codes: at session creation a table entry costs ONNX Runtime several times a code."""
+TABLE_COST = 3
+"""Lookups a table entry costs at session creation (measured on 320n: 8 codes in 16 bits at 2 b,
+6561 rows for 7 exponents, lost to 4 codes in 8 bits; at 4 b 4 codes in 16 bits won over 2 in 8)."""
 SLICE_SLACK = 1.0
 """A weight whose size no layout of about b bits per code divides may take one of up to this many
 more bits per code that does: slicing padding codes off costs ONNX Runtime two more passes over
@@ -203,8 +206,19 @@ def element_layouts(bits: int, count: int, tables: int = 1) -> list[Fields]:
     left (7 bits: none below 8 bits per code)."""
     if about_b(bits) > bits + 0.5:
         return []
-    return [f for f in _elements(bits) if f.bits_per_code <= about_b(bits) + SLICE_SLACK
-            and f.rows * f.m * tables * TABLE_SHARE <= count]
+    layouts = [f for f in _elements(bits) if f.bits_per_code <= about_b(bits) + SLICE_SLACK
+               and f.rows * f.m * tables * TABLE_SHARE <= count]
+    return [f for f in layouts if all(worth_its_table(f, g, count, tables) for g in layouts)]
+
+
+def worth_its_table(wide: Fields, narrow: Fields, count: int, tables: int) -> bool:
+    """Whether ``wide`` saves more than its bigger table costs, against ``narrow`` of as many bits
+    per code (2 bits: 8 codes in 16 bits, 6561 rows, or 4 in 8 bits, 81 rows). At session creation
+    ONNX Runtime pays about TABLE_COST lookups per table entry it builds."""
+    if narrow.bits_per_code != wide.bits_per_code or narrow.m >= wide.m:
+        return True
+    saved = count // narrow.m - count // wide.m
+    return saved >= TABLE_COST * (wide.rows * wide.m - narrow.rows * narrow.m) * tables
 
 
 def _elements(bits: int) -> list[Fields]:

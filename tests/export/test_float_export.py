@@ -125,6 +125,7 @@ def test_element_fields_decode_to_the_quantized_model_byte_for_byte(monkeypatch,
 
     monkeypatch.setattr(layout, "ELEMENT_MIN_CODES", 0)
     monkeypatch.setattr(packing, "TABLE_SHARE", 0)
+    monkeypatch.setattr(packing, "TABLE_COST", 0)
     q = CASES[case]()
     c, _ = to_compact(q)
     assert any(f.name.startswith("Table") for f in c.functions)

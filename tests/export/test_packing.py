@@ -159,6 +159,9 @@ def test_element_layouts_keep_their_tables_small_and_prefer_one_lookup_per_last_
     assert [f.m for f in packing.element_layouts(4, 50_000_000, tables=3)] == [2, 4, 5]
     assert [f.m for f in packing.element_layouts(4, 3_000_000, tables=7)] == [2, 4]  # 59,049 rows: too big
     assert packing.element_layouts(6, 3_000_000, tables=7) == []
+    # 2 bits, 2 codes per bit: 8 in 16 bits saves fewer lookups than its 6561-row tables cost, 4 in 8 bits
+    assert [f.m for f in packing.element_layouts(2, 3_000_000, tables=7) if f.bits_per_code == 2] == [4]
+    assert [f.m for f in packing.element_layouts(2, 50_000_000, tables=3) if f.bits_per_code == 2] == [4, 8]
     layouts = packing.element_layouts(3, 50_000_000, tables=3)
     assert packing.element_fields(layouts, (64, 32, 3, 3)).m == 3  # the last axis: no reshape
     assert packing.element_fields(layouts, (64, 48, 1, 1)).m == 6  # 8/3 bits, then the most codes
