@@ -1,9 +1,11 @@
 """Compact export: every quantized weight becomes its b-bit codes, decoded by stock ONNX Runtime.
 
 Each weight the quantization metadata lists (initializer or Constant node, main graph or subgraph)
-is checked against its codebook (``sites``, ``encoding``) and replaced as ``layout`` describes: the
-graph's b-bit codes in one packed stream, read by the model-local function ``inq_onnx.Unpack{b}``
-(``decode_op``), then per weight a lookup, a reshape and 2^n2, under the weight's own name.
+is checked against its codebook (``sites``, ``encoding``) and replaced as ``layout`` describes: small
+models' codes in one packed stream per bit-width, read by the model-local function
+``inq_onnx.Unpack{b}...``, big ones' in a stream of whole uint8/uint16 fields per weight, read by a
+Cast, with a table from ``inq_onnx.Table{b}e{m}`` (``decode_op``); then per weight a lookup (and a
+reshape unless the lookup gives its shape) scaled by 2^n2, under the weight's own name.
 Nothing else changes: names, opsets and metadata are kept; an IR version below 8 (which predates
 model-local functions) becomes 8 and ``float_export.decode`` restores it.
 
