@@ -15,7 +15,7 @@ and ``Unpack{b}r{m}`` holds m codes per field as the digits of one base-(2^(b-1)
 
 ``inq_onnx.Table{b}e{m}() -> table`` is the table alone, of element fields (``Fields.element``: m
 radix digits in one whole uint8 or uint16, each weight its own stream that a Cast in the graph
-reads, ``layout``).
+reads, ``layout``), built with Expand and Concat from the K digit units.
 
 The graph then splits ``indices`` per weight and gathers each weight's values from ``table``
 multiplied by its 2^n2 (``layout``). Fields of 8 or 16 bits are the stream's elements: the
@@ -182,6 +182,23 @@ def unpack_function(layout: Fields | int, opset: int) -> onnx.FunctionProto:
                                 [helper.make_opsetid("", opset)])
 
 
+def _element_table(f: _Body, layout: Fields) -> None:
+    """table[y, j] = DIGIT_UNITS[digit j of y in base K] for y < K^m, as a grid [K, ..., K, m]:
+    column j is the K digit units along axis j, broadcast (Expand) over the others, the columns
+    concatenated and the grid flattened to [K^m, m]. Float copies only: folding it costs ONNX
+    Runtime about half what the integer Div and Mod of ``_radix_table`` do."""
+    codes = np.arange(layout.base) - (layout.base >> 1)
+    units = unit_table(layout.bits)[codes % (1 << layout.bits)]
+    grid = f.const("grid", np.array([layout.base] * layout.m + [1], I64))
+    columns = []
+    for j in range(layout.m):
+        shape = [1] * (layout.m + 1)
+        shape[j] = layout.base
+        columns.append(f.op("Expand", [f.const(f"u{j}", units.reshape(shape)), grid], f"c{j}"))
+    whole = f.op("Concat", columns, "cs", axis=-1)
+    f.op("Reshape", [whole, f.const("rows", np.array([-1, layout.m], I64))], "table")
+
+
 def table_function(layout: Fields, opset: int) -> onnx.FunctionProto:
     """The FunctionProto of ``Table{b}e{m}`` (no input; output ``table``) for element fields."""
     if opset < MIN_OPSET:
@@ -189,7 +206,7 @@ def table_function(layout: Fields, opset: int) -> onnx.FunctionProto:
     if not layout.element:
         raise ValueError("the table function is that of element fields")
     f = _Body()
-    _table(f, layout)
+    _element_table(f, layout)
     return helper.make_function(DOMAIN, op_type(layout), [], ["table"], f.nodes, [helper.make_opsetid("", opset)])
 
 
