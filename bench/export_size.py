@@ -9,19 +9,23 @@ compact, save both, and print per row
   int8/float      ONNX Runtime's own weight-only quantize_dynamic(QInt8) file, for comparison
                   (once per model; its 4-bit MatMulNBits quantizer needs a native op this
                   onnxruntime-training build lacks, so it is not measured)
-  session c/f     InferenceSession creation, compact vs quantized float (medians of --runs)
+  session c/f     InferenceSession creation, compact vs quantized float, each in a fresh process
+                  (medians of --runs, interleaved): wall-clock (CPU time in parentheses)
   latency c/f     one inference on the model's usual input shape, medians of --runs after a warm-up
+  decode          the model-local functions that decode it (Unpack4r3: bit-packed radix fields,
+                  3 codes in 10 bits; Table4e4: element fields, 4 codes in a uint16)
 
     .venv/bin/python bench/export_size.py              # a few minutes on 2 cores
     .venv/bin/python bench/export_size.py --runs 3 --bits 4 --models lenet5_mnist.onnx
 
-Targets (issue 5): bits/w <= b + 0.05, session <= 2x, latency <= 1.02x.
+Targets: bits/w about b (issue 5: <= b + 0.05), session c/f <= 1.5x (issue 12), latency <= 1.02x.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -57,15 +61,6 @@ def session(path: Path) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def median_time(action, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def feeds(name: str, sess: ort.InferenceSession) -> dict[str, np.ndarray]:
@@ -116,18 +111,44 @@ def row(name: str, bits: int, runs: int, folder: Path, int8: str) -> list[str]:
     bits_per_weight = 8 * (c_size - (f_size - float_bytes)) / count if count else float("nan")
     cells = [name, str(bits), f"{count:,}", f"{f_size / 1e6:.2f}", f"{c_size / 1e6:.3f}", f"{c_size / f_size:.3f}",
              f"{bits / 32:.3f}", f"{bits_per_weight:.3f}", int8]
-    f_sess, c_sess = (median_time(lambda p=p: session(p), runs) for p in (float_path, compact_path))
+    (f_sess, f_cpu), (c_sess, c_cpu) = interleaved([lambda: opened(float_path), lambda: opened(compact_path)], runs)
     sf, sc = session(float_path), session(compact_path)
     inputs = feeds(name, sf)
     sf.run(None, inputs), sc.run(None, inputs)  # warm-up
-    f_run, c_run = (median_time(lambda s=s: s.run(None, inputs), runs) for s in (sf, sc))
-    cells += [f"{f_sess * 1e3:.0f}/{c_sess * 1e3:.0f}", f"{c_sess / f_sess:.2f}",
-              f"{f_run * 1e3:.2f}/{c_run * 1e3:.2f}", f"{c_run / f_run:.3f}"]
+    f_run, c_run = interleaved([lambda: sf.run(None, inputs), lambda: sc.run(None, inputs)], runs)
+    cells += [f"{f_sess * 1e3:.0f}/{c_sess * 1e3:.0f}", f"{c_sess / f_sess:.2f} ({c_cpu / f_cpu:.2f})",
+              f"{f_run * 1e3:.2f}/{c_run * 1e3:.2f}", f"{c_run / f_run:.3f}", "+".join(f.name for f in compact.functions)]
     return cells
 
 
+def interleaved(actions: list, runs: int) -> list:
+    """Median of each action's seconds (or of each of its figures, when it returns a tuple), the
+    actions run alternately (a, b, a, b, ...) so that a change of load on the machine hits both."""
+    figures = [[] for _ in actions]
+    for _ in range(runs):
+        for action, kept in zip(actions, figures):
+            start = time.perf_counter()
+            result = action()
+            kept.append(result if isinstance(result, tuple) else time.perf_counter() - start)
+    return [tuple(statistics.median(c) for c in zip(*f)) if isinstance(f[0], tuple) else statistics.median(f)
+            for f in figures]
+
+
+OPEN = ("import sys, time, onnxruntime as ort; options = ort.SessionOptions(); options.log_severity_level = 3; "
+        "start, cpu = time.perf_counter(), time.process_time(); "
+        "ort.InferenceSession(sys.argv[1], options, providers=['CPUExecutionProvider']); "
+        "print(time.perf_counter() - start, time.process_time() - cpu)")
+
+
+def opened(path: Path) -> tuple[float, float]:
+    """(wall-clock, CPU) seconds of a session creation with default options, in a fresh process."""
+    done = subprocess.run([sys.executable, "-c", OPEN, str(path)], capture_output=True, text=True, check=True)
+    wall, cpu = done.stdout.strip().splitlines()[-1].split()
+    return float(wall), float(cpu)
+
+
 HEADER = ["model", "b", "quantized w", "float MB", "compact MB", "compact/float", "b/32", "bits/w", "int8/float",
-          "session f/c ms", "session c/f", "latency f/c ms", "latency c/f"]
+          "session f/c ms", "session c/f (CPU)", "latency f/c ms", "latency c/f", "decode"]
 
 
 def print_table(rows: list[list[str]]) -> None:

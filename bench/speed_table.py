@@ -4,8 +4,10 @@
      one protobuf file), time / a process doing only onnx.load + onnx.save; and / ORT's
      quantize_dynamic (each operation in a fresh process, bench/quantize_speed.py's child)
   2  its peak RSS (VmHWM) / the file size, as is and net of the process's RSS before the work
-  3  compact export (4 b) of the same model: ONNX Runtime session creation / the float model's
-  4  the same on 320n at 2, 3, 4 and 5 bits
+  3  compact export (4 b) of the same model: ONNX Runtime session creation / the float model's,
+     the floor (the float weights behind one Reshape each), and the decode functions used
+     (``Table4e4``: element fields, 4 codes in a uint16)
+  4  the same on 320n at 2, 3, 4 and 5 bits (and the floor, at 4 b)
   5  file size float (the quantized model as saved) / compact on lenet5_mnist and resnet8_mnist at
      4 bits, and the unpack function(s) used (``Unpack4r3``: radix fields, 3 codes in 10 bits)
   6  one training step through our artifacts (forward, backward and our masked SGD) / one PyTorch
@@ -18,13 +20,15 @@
     .venv/bin/python bench/speed_table.py --runs 3 --synthetic-mb 50 --rows 3 4
 
 Each operation pair is timed alternately (a, b, a, b, ...) so a load change on the machine hits
-both; figures are ratios of medians.
+both; figures are ratios of medians. Every operation runs in a fresh process (rows 3-4: the
+session creation alone is timed inside it).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,21 +50,34 @@ GOALS = {1: "<= 1.3x, and below quantize_dynamic", 2: "<= 2x", 3: "<= 1.5x", 4: 
          5: ">= 7.5x smaller", 6: "<= 1.2x; bookkeeping <= 5 %"}
 
 
-def interleaved(actions: dict, runs: int) -> dict[str, float]:
-    """Median seconds of each action, run alternately ``runs`` times."""
-    times = {name: [] for name in actions}
+def interleaved(actions: dict, runs: int) -> dict[str, tuple[float, ...]]:
+    """Median of each action's figures (seconds), the actions run alternately ``runs`` times."""
+    figures = {name: [] for name in actions}
     for _ in range(runs):
         for name, action in actions.items():
-            start = time.perf_counter()
-            action()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+            figures[name].append(action())
+    return {name: tuple(statistics.median(column) for column in zip(*f)) for name, f in figures.items()}
 
 
-def session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+OPEN = ("import sys, time, onnxruntime as ort; options = ort.SessionOptions(); options.log_severity_level = 3; "
+        "start, cpu = time.perf_counter(), time.process_time(); "
+        "ort.InferenceSession(sys.argv[1], options, providers=['CPUExecutionProvider']); "
+        "print(time.perf_counter() - start, time.process_time() - cpu)")
+
+
+def session(path: Path) -> tuple[float, float]:
+    """Seconds ONNX Runtime takes to create a session of ``path``, default options, in a fresh process
+    (as a program opening the model meets it: in one process, sessions created one after another
+    reuse memory the previous ones freed, and the ratios moved by 0.5 between two runs): wall-clock
+    and CPU time of the process (less moved by other processes on a busy machine)."""
+    done = subprocess.run([sys.executable, "-c", OPEN, str(path)], capture_output=True, text=True, check=True)
+    wall, cpu = done.stdout.strip().splitlines()[-1].split()
+    return float(wall), float(cpu)
+
+
+def ratios(t: dict, a: str, b: str) -> str:
+    """``a`` / ``b`` of medians: wall-clock, then CPU time."""
+    return f"{t[a][0] / t[b][0]:.2f}x (CPU {t[a][1] / t[b][1]:.2f}x)"
 
 
 def compact_pair(quantized: onnx.ModelProto, folder: Path, tag: str) -> tuple[Path, Path]:
@@ -72,9 +89,8 @@ def compact_pair(quantized: onnx.ModelProto, folder: Path, tag: str) -> tuple[Pa
     return float_path, compact_path
 
 
-def session_ratio(float_path: Path, compact_path: Path, runs: int) -> str:
-    t = interleaved({"float": lambda: session(float_path), "compact": lambda: session(compact_path)}, runs)
-    return f"{t['compact'] / t['float']:.2f}x ({t['compact'] * 1e3:.0f} ms vs {t['float'] * 1e3:.0f} ms)"
+def functions(path: Path) -> str:
+    return "+".join(f.name for f in onnx.load(str(path), load_external_data=False).functions)
 
 
 def rows_one_two(synthetic: Path, runs: int, folder: Path) -> list[tuple[int, str, str]]:
@@ -129,18 +145,28 @@ def row_three(synthetic: Path, runs: int, folder: Path) -> list[tuple[int, str, 
     t = interleaved({"float": lambda: session(float_path), "compact": lambda: session(compact_path),
                      "floor": lambda: session(floor)}, runs)
     return [(3, "compact 4 b of the same model: session creation / float",
-             f"{t['compact'] / t['float']:.2f}x ({t['compact'] * 1e3:.0f} ms vs {t['float'] * 1e3:.0f} ms); "
-             f"floor (float weights behind one Reshape each): {t['floor'] / t['float']:.2f}x")]
+             f"{ratios(t, 'compact', 'float')} ({t['compact'][0] * 1e3:.0f} ms vs {t['float'][0] * 1e3:.0f} ms, "
+             f"{functions(compact_path)}); floor (float weights behind one Reshape each): {ratios(t, 'floor', 'float')}")]
 
 
 def row_four(runs: int, folder: Path) -> list[tuple[int, str, str]]:
+    """All files first, then every session timed in one interleaved loop (a file timed right after
+    it was written, or right after a quantization, came out slower)."""
     import inq_onnx
 
-    cells = []
+    paths = {}
     for bits in (2, 3, 4, 5):
         quantized = inq_onnx.quantize(str(SHARED / "models" / "320n.onnx"), bits=bits).model
-        pair = compact_pair(quantized, folder, f"320n{bits}")
-        cells.append(f"{bits} b {session_ratio(*pair, runs)}")
+        paths[f"float{bits}"], paths[f"compact{bits}"] = compact_pair(quantized, folder, f"320n{bits}")
+        if bits == 4:
+            paths["floor"] = reshape_floor(quantized, folder / "320n.reshape.onnx")
+    t = interleaved({name: lambda path=path: session(path) for name, path in paths.items()}, runs)
+    cells = []
+    for bits in (2, 3, 4, 5):
+        f, c = t[f"float{bits}"][0], t[f"compact{bits}"][0]
+        floor = f"; floor {ratios(t, 'floor', f'float{bits}')}" if bits == 4 else ""
+        cells.append(f"{bits} b {ratios(t, f'compact{bits}', f'float{bits}')} ({c * 1e3:.0f} ms vs {f * 1e3:.0f} ms, "
+                     f"{functions(paths[f'compact{bits}'])}{floor})")
     return [(4, "320n session creation compact / float", "; ".join(cells))]
 
 

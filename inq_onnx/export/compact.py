@@ -1,9 +1,11 @@
 """Compact export: every quantized weight becomes its b-bit codes, decoded by stock ONNX Runtime.
 
 Each weight the quantization metadata lists (initializer or Constant node, main graph or subgraph)
-is checked against its codebook (``sites``, ``encoding``) and replaced as ``layout`` describes: the
-graph's b-bit codes in one packed stream, read by the model-local function ``inq_onnx.Unpack{b}``
-(``decode_op``), then per weight a lookup, a reshape and 2^n2, under the weight's own name.
+is checked against its codebook (``sites``, ``encoding``) and replaced as ``layout`` describes: small
+models' codes in one packed stream per bit-width, read by the model-local function
+``inq_onnx.Unpack{b}...``, big ones' in a stream of whole uint8/uint16 fields per weight, read by a
+Cast, with a table from ``inq_onnx.Table{b}e{m}`` (``decode_op``); then per weight a lookup (and a
+reshape unless the lookup gives its shape) scaled by 2^n2, under the weight's own name.
 Nothing else changes: names, opsets and metadata are kept; an IR version below 8 (which predates
 model-local functions) becomes 8 and ``float_export.decode`` restores it.
 
@@ -104,8 +106,8 @@ def drop_values(proto: onnx.TensorProto) -> None:
 def finish(out: onnx.ModelProto, original_ir: int, widths: set[Fields], opset: int, prefix: str) -> list[str]:
     """Add the decode functions, the domain, the IR version they need and the compact stamp."""
     notes = []
-    for fields in sorted(widths, key=lambda f: (f.bits, f.radix, f.m)):
-        out.functions.append(decode_op.unpack_function(fields, opset))
+    for fields in sorted(widths, key=lambda f: (f.bits, f.radix, f.element, f.m)):
+        out.functions.append(decode_op.function(fields, opset))
     if widths:
         out.opset_import.append(helper.make_opsetid(decode_op.DOMAIN, decode_op.DOMAIN_VERSION))
     if widths and out.ir_version < FUNCTIONS_IR_VERSION:

@@ -83,9 +83,12 @@ class Evaluator:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if decode_op.is_unpack_node(node):
             layout = decode_op.layout_of(node.op_type)
-            indices = packing.field_indices(args[0], layout)
-            outs = [indices.reshape(-1) if self.flat_indices else indices,
-                    packing.field_table(layout, decode_op.unit_table(layout.bits))]
+            table = packing.field_table(layout, decode_op.unit_table(layout.bits))
+            if layout.element:
+                outs = [table]
+            else:
+                indices = packing.field_indices(args[0], layout)
+                outs = [indices.reshape(-1) if self.flat_indices else indices, table]
         elif node.op_type == "Split":
             sizes = args[1] if len(args) > 1 else np.array(attrs["split"])
             outs = np.split(args[0], np.cumsum(sizes)[:-1])
@@ -97,6 +100,8 @@ class Evaluator:
             outs = [args[0].reshape(tuple(int(d) for d in args[1]))]
         elif node.op_type == "Slice" and len(args) == 3:
             outs = [args[0][int(args[1][0]):int(args[2][0])]]
+        elif node.op_type == "Cast" and attrs.get("to") == onnx.TensorProto.INT32 and args[0].dtype.kind == "u":
+            outs = [args[0].astype(np.int32)]  # an element stream's fields
         elif node.op_type == "Cast" and attrs.get("to") in NUMPY_DTYPES:
             outs = [args[0].astype(NUMPY_DTYPES[attrs["to"]])]
             self.data_types[node.output[0]] = attrs["to"]
@@ -110,7 +115,8 @@ def restore_graph(graph: onnx.GraphProto, prefix: str, domain_version: int = dec
     ours = lambda name: name.startswith(prefix + ".")  # noqa: E731
     evaluator, mine, finals = Evaluator(graph, domain_version), [], []
     for index, node in enumerate(graph.node):
-        if decode_op.is_unpack_node(node) or any(ours(n) and n in evaluator.values for n in node.input):
+        if decode_op.is_unpack_node(node) or any(ours(n) and n in evaluator.values for n in node.input) \
+                or any(ours(n) and n in evaluator.constants and n.endswith(".p") for n in node.input):
             try:
                 evaluator.run(node)
             except (ValueError, KeyError, IndexError) as e:
@@ -134,8 +140,10 @@ def put_back(graph: onnx.GraphProto, index: int, evaluator: Evaluator, prefix: s
     that node stays (turned into the weight's Constant node) or goes (the weight is an initializer)."""
     node = graph.node[index]
     name = node.output[0]
-    base = next(n for n in node.input if n.startswith(prefix + ".")).rsplit(".", 1)[0]
-    kind, shape = evaluator.constants[f"{base}.s"]
+    bases = [n.rsplit(".", 1)[0] for n in node.input if n.startswith(prefix + ".")]
+    base = next(b for b in bases if {f"{b}.s", f"{b}.p"} & evaluator.constants.keys())  # its own, not its group's
+    # the tensor in the weight's place: its own stream (element fields), else its shape
+    kind, shape = evaluator.constants.get(f"{base}.p") or evaluator.constants[f"{base}.s"]
     data_type = evaluator.data_types.get(name, onnx.TensorProto.FLOAT)
     if kind == "initializer":
         shape.CopyFrom(weight_tensor(evaluator.values[name], name, data_type))

@@ -11,8 +11,9 @@ per lookup, so a big stream is read in wide fields of up to 16 bits (``WIDE_CODE
 table of 2^16 rows), a small one in narrow fields of about a byte (``CODES_PER_FIELD``), whose
 table costs less to build than the lookups it saves (``choose_fields``). A field of 8 or 16 bits
 is one element of the stored stream (uint8, or uint16 holding two stream bytes, the first as
-its high byte). ``field_indices`` and ``field_table`` are that function's numpy reference; the
-two must change together.
+its high byte). Big streams take element fields instead (``element_layouts``, ``element_fields``):
+each field a whole uint8 or uint16, so that a Cast reads them. ``field_indices`` and
+``field_table`` are the decode functions' numpy reference; the two must change together.
 """
 
 from __future__ import annotations
@@ -91,11 +92,20 @@ class Fields:
     number in base K = 2^(b-1) + 1, digit c + 2^(b-2) for code c: the codebook's codes are
     -2^(b-2) .. 2^(b-2), K values, so b bits waste some (4 bits hold 9 values; 3 codes take
     10 bits instead of 12). Radix streams cannot hold the code of a negative zero.
+
+    With ``element`` (radix only) a field is one whole uint8 or uint16 of the stream even when
+    K^m needs fewer bits (4 codes of 4 bits, 6561 values, in 16 bits): the decode is then a Cast,
+    where a field across bytes costs ONNX Runtime several full passes over the stream.
     """
 
     bits: int
     m: int
     radix: bool = False
+    element: bool = False
+
+    def __post_init__(self):
+        if self.element and not self.radix:
+            raise ValueError("element fields are radix fields")
 
     @property
     def base(self) -> int:
@@ -108,7 +118,8 @@ class Fields:
 
     @property
     def width(self) -> int:
-        return (self.rows - 1).bit_length()
+        bits = (self.rows - 1).bit_length()
+        return (8 if bits <= 8 else 16) if self.element else bits
 
     @property
     def group_bytes(self) -> int:
@@ -140,6 +151,10 @@ class Fields:
     def wide(self) -> bool:
         return self.m != (RADIX_CODES_PER_FIELD if self.radix else CODES_PER_FIELD)[self.bits]
 
+    @property
+    def bits_per_code(self) -> float:
+        return self.width / self.m
+
 
 CODES_PER_FIELD = {2: 4, 3: 4, 4: 2, 5: 2, 6: 2, 7: 1, 8: 1}
 WIDE_CODES_PER_FIELD = {2: 8, 3: 5, 4: 4, 5: 3, 6: 2, 7: 2, 8: 2}  # width <= 16: a 2^16-row table at most
@@ -166,6 +181,69 @@ def choose_fields(bits: int, count: int, tables: int = 1, negative_zero: bool = 
     narrow, wide = fields_of(bits, radix=not negative_zero), fields_of(bits, wide=True, radix=not negative_zero)
     saved = count // narrow.m - count // wide.m
     return wide if saved >= wide.rows * wide.m * tables else narrow
+
+
+MAX_WIDTH = 16  # the decode function reads fields of at most 16 bits (tables of 2^16 rows at most)
+
+
+TABLE_SHARE = 8
+"""Element layouts build at most 1/TABLE_SHARE as many table entries (rows · m · tables) as they
+decode codes: at session creation a table entry costs ONNX Runtime several times a code."""
+TABLE_COST = 3
+"""Lookups a table entry costs at session creation (measured on 320n: 8 codes in 16 bits at 2 b,
+6561 rows for 7 exponents, lost to 4 codes in 8 bits; at 4 b 4 codes in 16 bits won over 2 in 8)."""
+SLICE_SLACK = 1.0
+"""A weight whose size no layout of about b bits per code divides may take one of up to this many
+more bits per code that does: slicing padding codes off costs ONNX Runtime two more passes over
+its values at session creation (3 bits: 4 codes in 16 bits for a 1x1 kernel of 256 x 512)."""
+
+
+def element_layouts(bits: int, count: int, tables: int = 1) -> list[Fields]:
+    """The element layouts for ``count`` codes of ``bits`` bits whose weights share ``tables``
+    tables: m codes in one uint8 or uint16, tables within the budget (``TABLE_SHARE``), at most
+    max(b, the fewest any layout reaches) bits per code (5 and 6 bits: 3 codes in 16 bits) plus
+    ``SLICE_SLACK`` (``element_fields`` takes those only to avoid a slice). Empty when none is
+    left (7 bits: none below 8 bits per code)."""
+    if about_b(bits) > bits + 0.5:
+        return []
+    layouts = [f for f in _elements(bits) if f.bits_per_code <= about_b(bits) + SLICE_SLACK
+               and f.rows * f.m * tables * TABLE_SHARE <= count]
+    return [f for f in layouts if all(worth_its_table(f, g, count, tables) for g in layouts)]
+
+
+def worth_its_table(wide: Fields, narrow: Fields, count: int, tables: int) -> bool:
+    """Whether ``wide`` saves more than its bigger table costs, against ``narrow`` of as many bits
+    per code (2 bits: 8 codes in 16 bits, 6561 rows, or 4 in 8 bits, 81 rows). At session creation
+    ONNX Runtime pays about TABLE_COST lookups per table entry it builds."""
+    if narrow.bits_per_code != wide.bits_per_code or narrow.m >= wide.m:
+        return True
+    saved = count // narrow.m - count // wide.m
+    return saved >= TABLE_COST * (wide.rows * wide.m - narrow.rows * narrow.m) * tables
+
+
+def _elements(bits: int) -> list[Fields]:
+    layouts = [Fields(check_bits(bits), m, radix=True, element=True) for m in range(1, 11)]
+    return [f for f in layouts if f.rows <= 1 << MAX_WIDTH]
+
+
+def about_b(bits: int) -> float:
+    """The most bits per code an element layout of about b bits takes: b, or the fewest any takes."""
+    return max(bits, min(f.bits_per_code for f in _elements(bits)))
+
+
+def element_fields(layouts: list[Fields], shape: tuple[int, ...]) -> Fields:
+    """The element layout for one weight of ``shape``, of ``layouts`` (``element_layouts``).
+
+    Of those of about b bits per code, one whose m is the weight's last dimension first: one
+    lookup then gives the weight in its shape, without a reshape. Else one whose m divides the
+    weight's size (no padding code to slice off), then the fewest bits per code, then the most
+    codes per field (fewer lookups); the wider layouts only where none of about b bits divides it.
+    """
+    count, limit = math.prod(shape), about_b(layouts[0].bits)
+    direct = [f for f in layouts if len(shape) >= 2 and f.m == shape[-1] and f.bits_per_code <= limit]
+    if direct:
+        return direct[0]
+    return min(layouts, key=lambda f: (count % f.m != 0, f.bits_per_code > limit, f.bits_per_code, -f.m))
 
 
 def _as_layout(layout: Fields | int) -> Fields:
@@ -209,6 +287,14 @@ def segment_indices(size: int, layout: Fields | int) -> int:
     layout = _as_layout(layout)
     nbytes = size * layout.dtype.itemsize
     return nbytes // layout.group_bytes * layout.fields
+
+
+def padded_fields(count: int, layout: Fields | int) -> int:
+    """How many fields a segment of ``count`` codes takes (``pack_segment``: whole groups, or whole
+    fields for 8- and 16-bit fields)."""
+    layout = _as_layout(layout)
+    unit = layout.m if layout.whole else layout.group_codes
+    return -(-count // unit) * unit // layout.m
 
 
 def segment_rows(size: int, layout: Fields | int) -> int:

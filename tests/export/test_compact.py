@@ -70,6 +70,57 @@ def test_wide_fields_decode_exactly_and_back(monkeypatch, bits, axes):
     assert decode(c).SerializeToString() == model.SerializeToString()
 
 
+def element_everywhere(monkeypatch):
+    """Element fields for every stream, whatever its size (tables of any size allowed)."""
+    from inq_onnx.export import layout
+
+    monkeypatch.setattr(layout, "ELEMENT_MIN_CODES", 0)
+    monkeypatch.setattr(packing, "TABLE_SHARE", 0)
+    monkeypatch.setattr(packing, "TABLE_COST", 0)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 8])
+@pytest.mark.parametrize("axes", [(), (0,)])
+@pytest.mark.parametrize("shape", [(7, 5, 3), (6, 4), (5, 7), (4, 2, 1, 1)])
+def test_element_fields_decode_exactly_and_back(monkeypatch, bits, axes, shape):
+    from inq_onnx.export import decode
+
+    element_everywhere(monkeypatch)
+    model, values = codes_model(shape, bits, axes, np.float32, seed=bits)
+    c, _ = to_compact(model)
+    layout = packing.element_fields(packing.element_layouts(bits, 1 << 40), shape)
+    assert [f.name for f in c.functions] == [f"Table{bits}e{layout.m}"]
+    (out,) = run(c, {})
+    assert out.tobytes() == values.tobytes()
+    assert decode(c).SerializeToString() == model.SerializeToString()
+    maker = next(n for n in c.graph.node if n.output[0] == "w")
+    direct = shape[-1] == layout.m and not axes
+    assert (maker.op_type == "Gather") == direct  # the last axis is one field: no reshape of floats
+    if direct:
+        assert not any(n.op_type in ("Reshape", "Slice") for n in c.graph.node)
+
+
+@pytest.mark.parametrize("opset", [11, 17])
+@pytest.mark.parametrize("bits", [3, 4])
+def test_element_fields_in_if_branches_half_precision_and_conv_models(monkeypatch, opset, bits):
+    element_everywhere(monkeypatch)
+    q = branch_model(opset=opset, bits=bits)
+    c, _ = to_compact(q)
+    onnx.checker.check_model(c, full_check=True)
+    assert all(f.name.startswith("Table") for f in c.functions)
+    x = np.random.default_rng(2).normal(size=(2, 6)).astype(np.float32)
+    for flag in (True, False):
+        feeds = {"x": x, "flag": np.array(flag)}
+        assert run(q, feeds)[0].tobytes() == run(c, feeds)[0].tobytes()
+    for dtype, per_channel in ((np.float16, False), (np.float32, True)):
+        model = conv_gemm_model(dtype=dtype)
+        model.opset_import[0].version = opset
+        q = quantized(model, bits, per_channel)
+        c, _ = to_compact(q)
+        x = X.astype(dtype)
+        assert run(q, {"x": x})[0].tobytes() == run(c, {"x": x})[0].tobytes()
+
+
 def test_size_is_about_b_over_32_of_float():
     rng = np.random.default_rng(0)
     w = rng.normal(size=(1024, 512)).astype(np.float32)
@@ -86,6 +137,43 @@ def test_size_is_about_b_over_32_of_float():
               f"{bits_per_weight:.3f} bits per weight ({per_code:.3f} per code in radix fields)")
         assert per_code < bits and per_code / 32 <= ratio <= per_code / 32 + 0.003
         assert bits_per_weight <= per_code + 0.05
+
+
+def test_big_streams_take_element_fields_and_stay_about_b_bits():
+    from inq_onnx.export import layout
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(1024, 1024)).astype(np.float32)
+    assert w.size >= layout.ELEMENT_MIN_CODES
+    model = make_model([helper.make_node("MatMul", ["x", "w"], ["y"])],
+                       [helper.make_tensor_value_info("x", 1, [1, 1024])],
+                       [helper.make_tensor_value_info("y", 1, [1, 1024])], [tensor("w", w)])
+    x = rng.normal(size=(1, 1024)).astype(np.float32)
+    # 3 bits: 2^20 codes are no multiple of 3, so 4 codes in 16 bits rather than a slice of the padding
+    for bits, function, per_code in ((2, "Table2e4", 2), (3, "Table3e4", 4), (4, "Table4e4", 4), (5, "Table5e3", 16 / 3)):
+        q = stamp(quantize_all(model, bits), bits, {"w": []})
+        c, _ = to_compact(q)
+        assert [f.name for f in c.functions] == [function]
+        bits_per_weight = 8 * (c.ByteSize() - (q.ByteSize() - 4 * w.size)) / w.size
+        assert per_code <= bits_per_weight <= per_code + 0.05
+        assert run(q, {"x": x})[0].tobytes() == run(c, {"x": x})[0].tobytes()
+
+
+def test_a_layout_whose_weights_do_not_pay_for_its_table_is_not_used(monkeypatch):
+    monkeypatch.setattr(packing, "TABLE_SHARE", 1)  # so that a 2^20-code model may take 59,049-row tables
+    rng = np.random.default_rng(1)
+    big, small = rng.normal(size=(1024, 1024)).astype(np.float32), rng.normal(size=(1024, 10)).astype(np.float32)
+    model = make_model([helper.make_node("MatMul", ["x", "big"], ["h"]), helper.make_node("MatMul", ["h", "small"], ["y"])],
+                       [helper.make_tensor_value_info("x", 1, [1, 1024])],
+                       [helper.make_tensor_value_info("y", 1, [1, 10])], [tensor("big", big), tensor("small", small)])
+    q = stamp(quantize_all(model, 4), 4, {"big": [], "small": []})
+    # "small" alone would take 5 codes in 16 bits, whose table (59,049 rows) costs more than its 10,240 codes
+    layouts = packing.element_layouts(4, big.size + small.size, 3)
+    assert packing.element_fields(layouts, small.shape).m == 5
+    c, _ = to_compact(q)
+    assert [f.name for f in c.functions] == ["Table4e4"]
+    x = rng.normal(size=(1, 1024)).astype(np.float32)
+    assert run(q, {"x": x})[0].tobytes() == run(c, {"x": x})[0].tobytes()
 
 
 @pytest.mark.parametrize("opset", [11, 17, 21])

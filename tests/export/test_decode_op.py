@@ -11,8 +11,10 @@ from inq_onnx.export import decode_op, packing
 from tests.conftest import make_model, tensor
 from tests.export.models import run
 
-# ops whose inputs and attributes are the same from opset 11 to 21 (only types were added)
-STABLE_OPS = {"Constant", "Cast", "Reshape", "MatMul", "Floor", "Mod", "Mul", "Gather", "Range", "Div"}
+# ops whose inputs and attributes are the same from opset 11 to 21 (only types were added; Reshape's
+# allowzero of opset 14 defaults to the old behaviour; Concat takes a negative axis from opset 11)
+STABLE_OPS = {"Constant", "Cast", "Reshape", "MatMul", "Floor", "Mod", "Mul", "Gather", "Range", "Div", "Expand",
+              "Concat"}
 
 
 def unpack_model(packed: np.ndarray, bits, opset: int) -> onnx.ModelProto:
@@ -88,3 +90,22 @@ def test_opsets_below_eleven_and_foreign_names_are_refused():
     assert decode_op.layout_of("Unpack4x4") == packing.Fields(4, 4)
     with pytest.raises(ValueError, match="not an unpack op"):
         decode_op.layout_of("Unpack5x4")  # 20-bit fields: no such layout
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 8])
+@pytest.mark.parametrize("opset", [11, 21])
+def test_table_functions_of_element_fields_match_the_numpy_reference(bits, opset):
+    for layout in packing.element_layouts(bits, 1 << 40):
+        assert decode_op.layout_of(decode_op.op_type(layout)) == layout
+        function = decode_op.function(layout, opset)
+        assert function.name == f"Table{bits}e{layout.m}" and not function.input
+        assert {n.op_type for n in function.node} <= STABLE_OPS
+        model = make_model([decode_op.table_node(layout, "t")], [],
+                           [helper.make_tensor_value_info("t", TensorProto.FLOAT, ["y", "m"])], [], opset=opset)
+        model.opset_import.append(helper.make_opsetid(decode_op.DOMAIN, decode_op.DOMAIN_VERSION))
+        model.functions.append(function)
+        onnx.checker.check_model(model, full_check=True)
+        (table,) = run(model, {})
+        assert table.tobytes() == packing.field_table(layout, decode_op.unit_table(bits)).tobytes()
+    with pytest.raises(ValueError, match="not a table op"):
+        decode_op.layout_of("Table4e6")  # 531,441 rows

@@ -135,3 +135,41 @@ def test_sixteen_bit_fields_are_two_stream_bytes_the_first_high(bits):
     assert words.dtype == np.uint16 and words.size * 2 * 8 >= 37 * bits
     stream = packing.pack_codes(np.concatenate([codes, np.zeros(words.size * layout.m - 37, int)]), bits)
     np.testing.assert_array_equal(words, stream[0::2].astype(np.uint16) * 256 + stream[1::2])
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+@pytest.mark.parametrize("count", [1, 7, 100])
+def test_element_fields_are_whole_stream_elements_and_give_every_code_back(bits, count):
+    layouts = packing.element_layouts(bits, 1 << 40)
+    assert (layouts == []) == (bits == 7)  # 7 bits: no element layout below 8 bits per code
+    for layout in layouts:
+        assert layout.whole and layout.rows <= 1 << layout.width and layout.bits_per_code <= max(bits, 16 / 3)
+        half = 1 << (bits - 2)
+        codes = np.random.default_rng(count).integers(-half, half + 1, size=count)
+        codes[:2] = [-half, half][:count]
+        segment = packing.pack_segment(codes, layout)
+        assert segment.dtype == layout.dtype and segment.size == -(-count // layout.m)
+        indices = packing.field_indices(segment, layout)
+        units = decode_op.unit_table(bits)
+        values = packing.field_table(layout, units)[indices].reshape(-1)
+        assert values[:count].tobytes() == units[codes % (1 << bits)].tobytes() and not values[count:].any()
+
+
+def test_element_layouts_keep_their_tables_small_and_prefer_one_lookup_per_last_axis():
+    assert [f.m for f in packing.element_layouts(4, 50_000_000, tables=3)] == [2, 4, 5]
+    assert [f.m for f in packing.element_layouts(4, 3_000_000, tables=7)] == [2, 4]  # 59,049 rows: too big
+    assert packing.element_layouts(6, 3_000_000, tables=7) == []
+    # 2 bits, 2 codes per bit: 8 in 16 bits saves fewer lookups than its 6561-row tables cost, 4 in 8 bits
+    assert [f.m for f in packing.element_layouts(2, 3_000_000, tables=7) if f.bits_per_code == 2] == [4]
+    assert [f.m for f in packing.element_layouts(2, 50_000_000, tables=3) if f.bits_per_code == 2] == [4, 8]
+    layouts = packing.element_layouts(3, 50_000_000, tables=3)
+    assert packing.element_fields(layouts, (64, 32, 3, 3)).m == 3  # the last axis: no reshape
+    assert packing.element_fields(layouts, (64, 48, 1, 1)).m == 6  # 8/3 bits, then the most codes
+    # no layout of about 3 bits divides 2048 codes: 4 in 16 bits rather than a slice
+    assert packing.element_fields(layouts, (64, 32, 1, 1)).m == 4
+    assert packing.element_fields(layouts, (7, 7)).m == 6  # nothing divides 49: the fewest bits, sliced
+    layouts = packing.element_layouts(4, 50_000_000, tables=3)
+    assert packing.element_fields(layouts, (4096, 4096)).m == 4  # 5 does not divide: no slice
+    assert packing.element_fields(layouts, (4000, 1000)).m == 5
+    with pytest.raises(ValueError, match="radix"):
+        packing.Fields(4, 2, element=True)
