@@ -13,7 +13,7 @@ import onnx
 from inq_onnx import codebook
 from inq_onnx.data import Samples, input_specs
 from inq_onnx.errors import VerificationError
-from inq_onnx.graph.io import tensor_values
+from inq_onnx.graph.tensors import tensor_values
 from inq_onnx.graph.readers import check_with_onnx
 from inq_onnx.graph.tensors import constant_sites, iter_graphs
 from inq_onnx.quantize import quantized_tensors

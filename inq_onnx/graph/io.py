@@ -28,7 +28,7 @@ from inq_onnx.graph import wire
 from inq_onnx.graph.pieces import DataBlocks, PieceWriter, copy_fields, skeleton
 from inq_onnx.graph.readers import check_with_onnx, ir_refusal, onnx_runtime, runtime_limits
 from inq_onnx.graph.tensor_check import check_tensors
-from inq_onnx.graph.tensors import TensorSite, default_opset, from_array, tensor_proto, to_array, write_tensor
+from inq_onnx.graph.tensors import TensorSite, default_opset, from_array, tensor_proto, write_tensor
 
 log = logging.getLogger(__name__)
 PROTOBUF_LIMIT = 2**31 - 2**20  # a little under 2 GB: beyond it a model must use external data
@@ -391,17 +391,3 @@ def remove_stale_stages(path: Path) -> None:
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
 
-
-def tensor_values(proto: onnx.TensorProto, base_dir: str | os.PathLike | None = None) -> np.ndarray:
-    """The values of ``proto``; external data is read from ``base_dir`` into a detached copy, so
-    ``proto`` stays without its data and memory holds one tensor at a time."""
-    if not external_data_helper.uses_external_data(proto):
-        return to_array(proto)
-    if base_dir is None:
-        raise ValueError(f"tensor '{proto.name}' uses external data: give the folder of its model")
-    detached = onnx.TensorProto()
-    detached.CopyFrom(proto)
-    external_data_helper.load_external_data_for_tensor(detached, str(base_dir))
-    detached.data_location = onnx.TensorProto.DEFAULT
-    del detached.external_data[:]
-    return to_array(detached)

@@ -7,12 +7,13 @@ name may be defined in two branches, so the graph path is part of its identity.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable, Iterator, Literal
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import external_data_helper, numpy_helper
 
 GraphPath = tuple[tuple[int, str, int], ...]
 """Steps from the main graph: (node index, attribute name, index in a GRAPHS list)."""
@@ -154,3 +155,18 @@ def write_tensor(model: onnx.ModelProto, site: TensorSite, array: np.ndarray) ->
     if tuple(array.shape) != tuple(proto.dims):
         raise ValueError(f"shape {array.shape} does not match {site.describe()} {tuple(proto.dims)}")
     proto.CopyFrom(from_array(array, proto))
+
+
+def tensor_values(proto: onnx.TensorProto, base_dir: str | os.PathLike | None = None) -> np.ndarray:
+    """The values of ``proto``; external data is read from ``base_dir`` into a detached copy, so
+    ``proto`` stays without its data and memory holds one tensor at a time."""
+    if not external_data_helper.uses_external_data(proto):
+        return to_array(proto)
+    if base_dir is None:
+        raise ValueError(f"tensor '{proto.name}' uses external data: give the folder of its model")
+    detached = onnx.TensorProto()
+    detached.CopyFrom(proto)
+    external_data_helper.load_external_data_for_tensor(detached, str(base_dir))
+    detached.data_location = onnx.TensorProto.DEFAULT
+    del detached.external_data[:]
+    return to_array(detached)

@@ -138,7 +138,8 @@ def external_model(tmp_path):
 def test_writer_streams_tensors_into_the_data_file(tmp_path):
     from onnx.external_data_helper import uses_external_data
 
-    from inq_onnx.graph.io import ModelWriter, tensor_values
+    from inq_onnx.graph.io import ModelWriter
+    from inq_onnx.graph.tensors import tensor_values
     from inq_onnx.graph.tensors import TensorSite
 
     model, source = external_model(tmp_path)
@@ -158,7 +159,7 @@ def test_writer_streams_tensors_into_the_data_file(tmp_path):
 
 
 def test_save_without_keeping_the_data_leaves_references_to_the_file(tmp_path):
-    from inq_onnx.graph.io import tensor_values
+    from inq_onnx.graph.tensors import tensor_values
 
     model, source = external_model(tmp_path)
     save_model(model, tmp_path / "out.onnx", external_data=True, source=source, keep_data=False)
