@@ -43,8 +43,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from inq_onnx.data import Samples
+from inq_onnx.train.options import OptimizerChoice
 
-SGD, ADAMW = "sgd", "adamw"
+SGD, ADAMW = OptimizerChoice.SGD.value, OptimizerChoice.ADAMW.value
 SGD_GRID = (1e-3, 3e-3, 1e-2, 3e-2)
 ADAMW_GRID = (3e-5, 1e-4, 3e-4, 1e-3)
 SEARCH_SHARE = 0.08  # of the run's training updates, spent in the first search (evaluations come on top)
