@@ -13,9 +13,8 @@ import onnx
 from inq_onnx import codebook
 from inq_onnx.data import Samples, input_specs
 from inq_onnx.errors import VerificationError
-from inq_onnx.graph.tensors import tensor_values
 from inq_onnx.graph.readers import check_with_onnx
-from inq_onnx.graph.tensors import constant_sites, iter_graphs
+from inq_onnx.graph.tensors import constant_sites, iter_graphs, tensor_values
 from inq_onnx.quantize import quantized_tensors
 from inq_onnx.runtime import first_line, session
 from inq_onnx.smoke import smoke_run

@@ -50,6 +50,11 @@ class Progress:
     guard: dict | None = None  # the step guard's state within a step (lr_search.GuardState.as_dict())
     branch_entries: tuple = ()  # what each finished branch of the step logs (its rate, tries, search)
 
+    def carried(self, trained: bool = False, **fields) -> "Progress":
+        """A fresh Progress (a new step, branch or try) that keeps the run's options and rate
+        unless ``fields`` says otherwise."""
+        return Progress(trained, **{"options": self.options, "lr": self.lr, "optimizer": self.optimizer, **fields})
+
 
 @dataclass(frozen=True)
 class Checkpoint:

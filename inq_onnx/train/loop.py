@@ -37,7 +37,7 @@ from inq_onnx.train.options import TrainOptions
 from inq_onnx.train.ort_training import require_training
 from inq_onnx.train.params import ParamMap
 from inq_onnx.train.pause import pause_point
-from inq_onnx.train.rate_trials import RateTrials, run_rate
+from inq_onnx.train.rate_trials import RateTrials, rate_fields
 from inq_onnx.train.run_log import LOG, append_line, read_log
 from inq_onnx.train.branch_samples import held_out, per_branch
 from inq_onnx.train.resume import check_resumable, first_checkpoint
@@ -54,7 +54,6 @@ class TryState:
 
     guard: GuardState
     arrays: dict
-    run_rate: Rate | None
     epochs: int
     batches: int
 
@@ -146,9 +145,7 @@ class Loop(RateTrials):
                         return RunResult(ckpt.model, read_log(self.run_dir), resumed)
                     model, sidecar = partition_step(ckpt.model, ckpt.sidecar)
                     model = self.correct_biases(ckpt.model, model, sidecar)
-                    progress = Progress(False, options=ckpt.progress.options, lr=ckpt.progress.lr,
-                                        optimizer=ckpt.progress.optimizer)
-                    ckpt = Checkpoint(model, sidecar, progress, None)
+                    ckpt = Checkpoint(model, sidecar, ckpt.progress.carried(), None)
                 ckpt = self.train_step(ckpt)
                 last = ckpt.sidecar.step == len(ckpt.sidecar.schedule) - 1
                 if self.stop_requested and not last:  # Ctrl-C after the step's last batch: its checkpoint is written
@@ -212,8 +209,7 @@ class Loop(RateTrials):
             metrics["branch_lr"] = dict(zip(labels, progress.branch_entries))
         self.record(sidecar.step, sidecar.schedule[sidecar.step], total / count if count else None, metrics,
                     time.monotonic() - started, share=quantized_share(sidecar))
-        done = Checkpoint(ckpt.model, sidecar, Progress(True, options=progress.options, lr=progress.lr,
-                                                        optimizer=progress.optimizer), None)
+        done = Checkpoint(ckpt.model, sidecar, progress.carried(True), None)
         self.save(done.model, sidecar, None, None, done.progress)
         return done
 
@@ -248,7 +244,7 @@ class Loop(RateTrials):
             optimizer = self.make_optimizer(pmap.trainable(sidecar), guard.rate)
             if optimizer_state is not None:
                 optimizer.load_state_dict(optimizer_state)
-            state = TryState(guard, arrays, run_rate(progress), epochs, batches)
+            state = TryState(guard, arrays, epochs, batches)
             outcome, loss_sum, loss_count = self.train_try(ckpt, params, optimizer, state, epoch, first, loss_sum,
                                                            loss_count)
             end_loss = self.heldout(params) if outcome == "done" else math.inf
@@ -257,9 +253,10 @@ class Loop(RateTrials):
             guard = replace(guard, tries=guard.tries + (tried,))
             if not far_above(end_loss, guard.start_loss) or len(guard.tries) > MAX_RETRIES:
                 break
+            lower = retry_rate(guard.rate)
             self.emit("retry", {"step": step, "lr": guard.lr, "loss": tried["loss"], "start_loss": guard.start_loss,
-                                "outcome": outcome, "next_lr": retry_rate(guard.rate).lr})
-            guard = replace(guard, lr=retry_rate(guard.rate).lr)
+                                "outcome": outcome, "next_lr": lower.lr})
+            guard = replace(guard, lr=lower.lr)
             params[:] = arrays["start"]
             self.setup.load(params)
             optimizer_state, epoch, first, loss_sum, loss_count = None, 0, 0, 0.0, 0
@@ -272,14 +269,12 @@ class Loop(RateTrials):
         """One try at the step's epochs from (``epoch``, ``first``): "done", or "diverged" (a
         non-finite loss, or halfway a held-out loss so far above the start that going on is pointless)."""
         sidecar, step = ckpt.sidecar, ckpt.sidecar.step
-        options = ckpt.progress.options
         lr = LRSchedule(state.guard.lr, LRDecay.COSINE)
         epochs, batches = state.epochs, state.batches
 
         def progress(e, b):
-            rate = state.run_rate
-            return Progress(False, e, b, options, loss_sum, loss_count, lr=rate.lr if rate else None,
-                            optimizer=rate.optimizer if rate else None, guard=state.guard.as_dict(), **self.where)
+            return ckpt.progress.carried(epoch=e, batch=b, loss_sum=loss_sum, loss_count=loss_count,
+                                         guard=state.guard.as_dict(), **self.where)
 
         for epoch in range(epoch, epochs):
             for b, feeds in self.setup.feeder.batches(self.setup.batch_size, self.inq.seed, step, epoch, first):
@@ -314,11 +309,8 @@ class Loop(RateTrials):
             train_loss = progress.loss_sum / progress.loss_count
         losses = (*self.where["branch_losses"], (train_loss, 1) if train_loss is not None else (0.0, 0))
         entries = (*self.where["branch_entries"], entry)
-        rate = rate or run_rate(progress)
-        return Checkpoint(model, ckpt.sidecar, Progress(False, options=progress.options, lr=rate.lr if rate else None,
-                                                        optimizer=rate.optimizer if rate else None,
-                                                        branch=self.branch + 1,
-                                                        branch_losses=losses, branch_entries=entries), None)
+        return Checkpoint(model, ckpt.sidecar, progress.carried(branch=self.branch + 1, branch_losses=losses,
+                                                                branch_entries=entries, **rate_fields(rate)), None)
 
     def make_optimizer(self, trainable: np.ndarray, rate: Rate):
         o = self.options

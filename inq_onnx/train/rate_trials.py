@@ -23,6 +23,11 @@ def run_rate(progress: Progress) -> Rate | None:
     return None if progress.lr is None else Rate(progress.optimizer or SGD, progress.lr)
 
 
+def rate_fields(rate: Rate | None) -> dict:
+    """The Progress fields that hold ``rate`` (none for None: the run's stays)."""
+    return {} if rate is None else {"lr": rate.lr, "optimizer": rate.optimizer}
+
+
 class RateTrials:
     """Mixed into ``loop.Loop``, whose ``setup``, ``heldout``, ``options``, ``inq``, ``make_optimizer``,
     ``save``, ``interrupted``, ``emit``, ``where`` and ``stop_requested`` it uses."""
@@ -63,9 +68,9 @@ class RateTrials:
                     break
                 own.append(Trial(further, self.trial(ckpt, start, step, further, updates)))
                 trials.append(own[-1])
-                if choose_rate(own) == best:
+                best, before = choose_rate(own), best
+                if best == before:
                     break
-                best = choose_rate(own)
             finalists.append(best)
         chosen, finals = choose_rate(trials), []
         if chosen.optimizer != grid[0].optimizer and runoff:  # the paper's optimizer lost the short trials
@@ -89,9 +94,7 @@ class RateTrials:
         try:
             for n, feeds in enumerate(self.trial_batches(step, updates)):
                 if self.stop_requested:  # back to the step's start: the search is redone on resume
-                    self.save(ckpt.model, ckpt.sidecar, start, None,
-                              Progress(False, options=ckpt.progress.options, lr=ckpt.progress.lr,
-                                       optimizer=ckpt.progress.optimizer, **self.where))
+                    self.save(ckpt.model, ckpt.sidecar, start, None, ckpt.progress.carried(**self.where))
                     raise self.interrupted(f"in step {step + 1}, while choosing the learning rate")
                 optimizer.lr = schedule.at(n / updates)
                 self.setup.step(params, feeds, optimizer)
