@@ -161,10 +161,11 @@ def quantize_tensor(model: onnx.ModelProto, candidate: Candidate, options: Quant
     return tensor_report(candidate, sums, book, rule)
 
 
-def round_blocks(w: np.ndarray, book: codebook.Codebook, sums: RoundingSums, sink: "InitializerBlocks | None" = None,
-                 ) -> np.ndarray | None:
-    """Round ``w`` a cache-sized block at a time, each block added to ``sums`` while it is in the
-    cache; into ``sink`` block by block (then closed; None returned), else into a new array."""
+def round_blocks(w: np.ndarray, book: codebook.Codebook, sums: RoundingSums | None = None,
+                 sink: "InitializerBlocks | None" = None) -> np.ndarray | None:
+    """Round ``w`` a cache-sized block at a time, each block added to ``sums`` (if any) while it
+    is in the cache; into ``sink`` block by block (then closed; None returned), else into a new
+    array."""
     q = np.empty_like(w) if sink is None else None
     scratch = None
     for rows, part, part_book in codebook.blocks(w, book, codebook.CACHE_BLOCK):
@@ -173,7 +174,9 @@ def round_blocks(w: np.ndarray, book: codebook.Codebook, sums: RoundingSums, sin
         else:
             scratch = np.empty(part.size, w.dtype) if scratch is None else scratch  # the first block is the largest
             out = scratch[:part.size].reshape(part.shape)
-        sums.add(part, out, codebook.quantize_into(part, part_book, out))
+        zeros = codebook.quantize_into(part, part_book, out)
+        if sums is not None:
+            sums.add(part, out, zeros)
         if sink is not None:
             sink.write(out)
     if sink is not None:

@@ -41,6 +41,7 @@ from inq_onnx.data import Samples
 from inq_onnx.graph.io import fits_one_session
 from inq_onnx.graph.passes import copy_model
 from inq_onnx.graph.tensors import TensorSite, read_tensor, write_tensor
+from inq_onnx.quantize import round_blocks
 from inq_onnx.runtime import first_line, session
 
 __all__ = ["SEARCH_SAMPLES", "RULES", "RangeChoice", "OutputJudge", "output_judge", "choose_rules", "output_error"]
@@ -81,13 +82,6 @@ def output_error(reference: list[np.ndarray], outputs: list[np.ndarray]) -> floa
         power = float(np.mean(y * y)) if y.size else 0.0
         total += float(np.mean((q - y) ** 2)) / (power if power > 0 else 1.0) if y.size else 0.0
     return total
-
-
-def rounded(w: np.ndarray, book: codebook.Codebook) -> np.ndarray:
-    q = np.empty_like(w)
-    for rows, part, part_book in codebook.blocks(w, book):
-        q[rows] = codebook.quantize(part, part_book)
-    return q
 
 
 def codebooks_by_rule(w: np.ndarray, bits: int, axes: tuple[int, ...]) -> dict[RangeRule, codebook.Codebook]:
@@ -182,7 +176,7 @@ def choose_rules(model: onnx.ModelProto, weights: dict[TensorSite, tuple[int, ..
         options[site] = by_rule = {}
         for rule in RULES:  # rules that give the same codebook share one rounded copy
             same = next((r for r in by_rule if np.array_equal(books[r].n1, books[rule].n1)), None)
-            by_rule[rule] = by_rule[same] if same is not None else rounded(w, books[rule])
+            by_rule[rule] = by_rule[same] if same is not None else round_blocks(w, books[rule])
         write_tensor(work, site, options[site][static[site]])
     runs = judge.runs
     try:
