@@ -265,7 +265,7 @@ class ModelWriter:
         try:
             self.stage = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=STAGE_SUFFIX, dir=self.path.parent))
         except OSError as e:
-            raise ModelSaveError(f"could not write {self.path} ({e.strerror or e})", "check the permissions") from e
+            raise self.write_failed(e, "check the permissions") from e
         return self
 
     def __exit__(self, *exc) -> None:
@@ -290,11 +290,14 @@ class ModelWriter:
                 offset = f.tell()
                 f.write(memoryview(data.reshape(-1)).cast("B"))
         except OSError as e:
-            raise ModelSaveError(f"could not write {self.path} ({e.strerror or e})", "check the free space") from e
+            raise self.write_failed(e) from e
         ref = onnx.TensorProto(name=proto.name, data_type=proto.data_type, dims=proto.dims, raw_data=b"")
         external_data_helper.set_external_data(ref, self.data_name, offset, data.nbytes)  # it wants raw_data set
         ref.ClearField("raw_data")
         proto.CopyFrom(ref)
+
+    def write_failed(self, error: OSError, fix: str = "check the free space") -> ModelSaveError:
+        return ModelSaveError(f"could not write {self.path} ({error.strerror or error})", fix)
 
     def initializer_blocks(self, model: onnx.ModelProto, site: TensorSite, dtype: np.dtype) -> "InitializerBlocks | None":
         """Where the new values of ``site`` go a block at a time, in storage order, when it is a
@@ -311,7 +314,7 @@ class ModelWriter:
         try:
             blocks = self.piece_writer(model).begin(header, math.prod(proto.dims) * dtype.itemsize)
         except OSError as e:
-            raise ModelSaveError(f"could not write {self.path} ({e.strerror or e})", "check the free space") from e
+            raise self.write_failed(e) from e
         return InitializerBlocks(self, proto, blocks)
 
     def piece_writer(self, model: onnx.ModelProto) -> PieceWriter:
@@ -338,7 +341,7 @@ class ModelWriter:
                 data = np.asarray(array, dtype=onnx.helper.tensor_dtype_to_np_dtype(proto.data_type).newbyteorder("<"))
             self.piece_writer(model).write(onnx.TensorProto(name=proto.name, data_type=proto.data_type, dims=proto.dims), data)
         except OSError as e:
-            raise ModelSaveError(f"could not write {self.path} ({e.strerror or e})", "check the free space") from e
+            raise self.write_failed(e) from e
         self.streamed_out(proto)
 
     def save(self, model: onnx.ModelProto) -> Path:
@@ -360,7 +363,7 @@ class ModelWriter:
                 onnx.save_model(model, str(staged))
             os.replace(staged, self.path)
         except OSError as e:
-            raise ModelSaveError(f"could not write {self.path} ({e.strerror or e})", "check the free space and permissions") from e
+            raise self.write_failed(e, "check the free space and permissions") from e
         return self.path
 
 
@@ -375,7 +378,7 @@ class InitializerBlocks:
         try:
             self.blocks.write(block)
         except OSError as e:
-            raise ModelSaveError(f"could not write {self.writer.path} ({e.strerror or e})", "check the free space") from e
+            raise self.writer.write_failed(e) from e
 
     def close(self) -> None:
         self.blocks.close()
