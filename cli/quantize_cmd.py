@@ -7,6 +7,7 @@ import json
 import click
 
 from inq_onnx.bias_correction import BiasCorrection
+from inq_onnx.feedback import Rounding
 from inq_onnx.codebook import MAX_BITS, MIN_BITS
 from inq_onnx.codebook_range import RangeRule
 from inq_onnx.errors import InvalidOptionError
@@ -32,6 +33,11 @@ from inq_onnx_cli.render import print_inq_job, print_quantize_job
 @click.option("--bias-correction", type=click.Choice([c.value for c in BiasCorrection]), default="auto", show_default=True,
               help="Move each layer's bias by the mean output shift its rounding causes, measured on up to 256 "
                    "samples (one-shot: --val; full INQ: --data, after each step). auto: one-shot, where n1 is the paper's.")
+@click.option("--rounding", type=click.Choice([r.value for r in Rounding]), default=QuantizeOptions().rounding.value,
+              show_default=True,
+              help="Full INQ: how each step's newly frozen weights are rounded. feedback: the float weights of the same "
+                   "layer absorb the rounding error, measured on up to 64 --data samples (GPTQ's update); nearest: "
+                   "each to its nearest power of two, as the paper.")
 @click.option("--include", multiple=True, metavar="PATTERN", help="Also quantize these tensors (name or glob).")
 @click.option("--exclude", multiple=True, metavar="PATTERN", help="Never quantize these tensors (name or glob).")
 @click.option("--min-size", type=click.IntRange(min=0), default=0, show_default=True, help="Skip tensors with fewer values.")
@@ -47,7 +53,7 @@ from inq_onnx_cli.render import print_inq_job, print_quantize_job
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @verbosity_options
 @click.pass_context
-def quantize_command(ctx, model, bits, output, per_channel, range_rule, bias_correction, include, exclude, min_size,
+def quantize_command(ctx, model, bits, output, per_channel, range_rule, bias_correction, rounding, include, exclude, min_size,
                      data, val, compact, no_verify, as_json, **kw):
     """Turn the weights of MODEL into powers of two or zero.
 
@@ -62,7 +68,7 @@ def quantize_command(ctx, model, bits, output, per_channel, range_rule, bias_cor
       inq-onnx quantize vad.onnx --bits 4 --pin sr=16000,8000 --data d16k.npz --data d8k.npz
     """
     options = QuantizeOptions(bits=bits, per_channel=per_channel, include=include, exclude=exclude, min_size=min_size,
-                              range=range_rule, bias_correction=bias_correction)
+                              range=range_rule, bias_correction=bias_correction, rounding=rounding)
     quiet = as_json or verbosity(ctx) < 0
     if not data:
         pins = parse_pins(kw["pin"])

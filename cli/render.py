@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from inq_onnx.report import bias_summary, quantized_table, range_choice_summary, skipped_summary
+from inq_onnx.report import bias_summary, feedback_summary, quantized_table, range_choice_summary, skipped_summary
 
 AGREEMENT_OK = 0.99
 
@@ -24,6 +24,8 @@ def print_quantize_job(job, verbose: bool = False) -> None:
         click.echo(skipped_summary(result, verbose))
     if result.range_choice is not None:
         click.echo(range_choice_summary(result.range_choice) + " (the --val samples)")
+    if result.feedback is not None:
+        click.echo(feedback_summary(result.feedback) + " (the --val samples)")
     if result.bias_correction is not None:
         click.echo(bias_summary(result.bias_correction) + " (the --val samples)")
     compact = job.output_bytes < 0.8 * job.input_bytes

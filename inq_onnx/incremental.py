@@ -112,8 +112,10 @@ def check_sidecar(model: onnx.ModelProto, sidecar: Sidecar, options: InqOptions,
                                "retrain with the mask applied (frozen weights must not change), see the README, 'The mask sidecar'")
 
 
-def partition_step(model: onnx.ModelProto, sidecar: Sidecar) -> tuple[onnx.ModelProto, Sidecar]:
-    """Step ``sidecar.step + 1``: grow every mask to its sigma, round the newly frozen weights."""
+def partition_step(model: onnx.ModelProto, sidecar: Sidecar, rounder=None) -> tuple[onnx.ModelProto, Sidecar]:
+    """Step ``sidecar.step + 1``: grow every mask to its sigma, round the newly frozen weights
+    (each to nearest, or by ``rounder(site, w, old_mask, new_mask, codebook)``, which must keep
+    the frozen entries and put the new ones in the codebook)."""
     step = sidecar.step + 1
     if step >= len(sidecar.schedule):
         raise SidecarError("every weight is already quantized (the last INQ step is done)",
@@ -127,12 +129,17 @@ def partition_step(model: onnx.ModelProto, sidecar: Sidecar) -> tuple[onnx.Model
         rng = partition_rng(sidecar.seed, key, step) if sidecar.strategy is PartitionStrategy.RANDOM else None
         mask = grow_mask(w, state.mask, sigma, n_pruned=state.n_pruned, strategy=sidecar.strategy, rng=rng,
                          codebook=state.codebook)
-        write_tensor(out, sites[key], apply_step(w, state.mask, mask, state.codebook))
+        rounded = (rounder or _nearest)(sites[key], w, state.mask, mask, state.codebook)
+        write_tensor(out, sites[key], rounded)
         tensors[key] = replace(state, mask=mask)
     new_state = replace(sidecar, step=step, tensors=tensors)
     if is_complete(new_state):
         stamp_final(out, new_state, sites)
     return out, new_state
+
+
+def _nearest(site, w, old, new, book):
+    return apply_step(w, old, new, book)
 
 
 def is_complete(sidecar: Sidecar) -> bool:
@@ -146,11 +153,11 @@ def options_of(sidecar: Sidecar) -> InqOptions:
 
 
 def quantize_options_of(sidecar: Sidecar) -> dict:
-    """The one-shot options a sidecar records (one written before ``range`` and
-    ``bias_correction`` existed: the paper's n1, no correction)."""
-    keys = ("bits", "per_channel", "include", "exclude", "min_size", "range", "bias_correction")
+    """The one-shot options a sidecar records (one written before ``range``, ``bias_correction``
+    and ``rounding`` existed: the paper's n1, no correction, rounding to nearest)."""
+    keys = ("bits", "per_channel", "include", "exclude", "min_size", "range", "bias_correction", "rounding")
     recorded = {k: tuple(v) if isinstance(v, list) else v for k, v in sidecar.options.items() if k in keys}
-    return {"range": RangeRule.PAPER.value, "bias_correction": "off", **recorded}
+    return {"range": RangeRule.PAPER.value, "bias_correction": "off", "rounding": "nearest", **recorded}
 
 
 def stamp_final(model: onnx.ModelProto, sidecar: Sidecar, sites: dict[str, TensorSite]) -> None:

@@ -8,6 +8,7 @@ from inq_onnx.codebook import MAX_BITS, MIN_BITS, check_bits
 from inq_onnx.bias_correction import BiasCorrection
 from inq_onnx.codebook_range import RangeRule
 from inq_onnx.errors import InvalidOptionError
+from inq_onnx.feedback import Rounding
 
 
 @dataclass(frozen=True)
@@ -15,7 +16,8 @@ class QuantizeOptions:
     """What one-shot quantization does. ``include``/``exclude`` are names or glob patterns;
     ``range`` is the rule that picks each codebook's n1 (see ``codebook_range``);
     ``bias_correction``: with samples, move each layer's bias by the mean output shift that
-    rounding its weights causes (see ``calibration``)."""
+    rounding its weights causes (see ``calibration``); ``rounding``: how full INQ rounds each
+    step's newly frozen weights when it has samples (see ``compensation``)."""
 
     bits: int = 4
     per_channel: bool = False
@@ -24,6 +26,7 @@ class QuantizeOptions:
     min_size: int = 0
     range: RangeRule = RangeRule.AUTO
     bias_correction: BiasCorrection = BiasCorrection.AUTO
+    rounding: Rounding = Rounding.FEEDBACK
 
     def __post_init__(self) -> None:
         try:
@@ -44,10 +47,16 @@ class QuantizeOptions:
         except ValueError:
             raise InvalidOptionError(f"bias_correction must be one of {[c.value for c in BiasCorrection]}, got "
                                      f"{self.bias_correction!r}", "pass e.g. --bias-correction on") from None
+        try:
+            object.__setattr__(self, "rounding", Rounding(self.rounding))
+        except ValueError:
+            raise InvalidOptionError(f"rounding must be one of {[r.value for r in Rounding]}, got {self.rounding!r}",
+                                     "pass e.g. --rounding nearest") from None
         object.__setattr__(self, "include", tuple(self.include))
         object.__setattr__(self, "exclude", tuple(self.exclude))
 
     def as_dict(self) -> dict:
         return {"bits": self.bits, "per_channel": self.per_channel, "include": list(self.include),
                 "exclude": list(self.exclude), "min_size": self.min_size,
-                "range": self.range.value, "bias_correction": self.bias_correction.value}
+                "range": self.range.value, "bias_correction": self.bias_correction.value,
+                "rounding": self.rounding.value}

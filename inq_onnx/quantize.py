@@ -18,6 +18,7 @@ from inq_onnx import __version__, codebook
 from inq_onnx.bias_correction import BiasCorrection, applies
 from inq_onnx.codebook_range import RangeRule, make_codebook_by, resolve_rule
 from inq_onnx.data import Samples
+from inq_onnx.feedback import Rounding
 from inq_onnx.graph.io import load_model
 from inq_onnx.graph.passes import copy_model
 from inq_onnx.graph.tensors import TensorReader, TensorSite, proto_values, tensor_proto, write_tensor
@@ -27,6 +28,7 @@ from inq_onnx.report import QuantizeResult, RoundingSums, TensorReport, skipped_
 
 if TYPE_CHECKING:
     from inq_onnx.calibration import BiasReport
+    from inq_onnx.compensation import FeedbackRounder
     from inq_onnx.graph.io import InitializerBlocks
 
 METADATA_KEY = "inq_onnx.quantized"
@@ -78,19 +80,32 @@ def quantize_model(model: onnx.ModelProto, options: QuantizeOptions, *, in_place
         from inq_onnx.calibration import calibrate
 
         cal = calibrate(out, [c.site for c in candidates if c.selected], samples, pins=pins)
+    rounder = feedback_for(out, candidates, options, samples, pins)
     for candidate in candidates:
         if not candidate.selected:
             reports.append(skipped_report(candidate))
             continue
         rule = rules.get(candidate.site)
         report = quantize_tensor(out, candidate, options, write, on_rounded=cal.rounded if cal else None, rule=rule,
-                                 read=read, write_blocks=write_blocks)
+                                 read=read, write_blocks=write_blocks, rounder=rounder)
         reports.append(report)
         if report.quantized:
             recorded[candidate.name] = {"channel_axes": list(report.channel_axes), "range": report.range_rule}
     bias = correct_biases(cal, out, write, judge if judged else None) if cal else None
     stamp_metadata(out, options, recorded)
-    return QuantizeResult(model=out, options=options, tensors=tuple(reports), bias_correction=bias, range_choice=choice)
+    return QuantizeResult(model=out, options=options, tensors=tuple(reports), bias_correction=bias, range_choice=choice,
+                          feedback=rounder.summary() if rounder else None)
+
+
+def feedback_for(model: onnx.ModelProto, candidates: list[Candidate], options: QuantizeOptions,
+                 samples: Samples | None, pins: dict | None):
+    """With samples and ``--rounding feedback``: each weight's layer inputs measured on the float
+    model (``compensation``), for rounding by error feedback."""
+    if samples is None or options.rounding is not Rounding.FEEDBACK:
+        return None
+    from inq_onnx.compensation import feedback_rounder
+
+    return feedback_rounder(model, [c.site for c in candidates if c.selected], samples, pins=pins)
 
 
 def judge_for(model: onnx.ModelProto, options: QuantizeOptions, samples: Samples | None, pins: dict | None):
@@ -138,10 +153,12 @@ def channel_axes_for(candidate: Candidate, options: QuantizeOptions) -> tuple[in
 
 def quantize_tensor(model: onnx.ModelProto, candidate: Candidate, options: QuantizeOptions,
                     write: TensorWriter = write_tensor, on_rounded=None, rule: RangeRule | None = None,
-                    read: TensorReader = proto_values, write_blocks: BlockWriter | None = None) -> TensorReport:
+                    read: TensorReader = proto_values, write_blocks: BlockWriter | None = None,
+                    rounder: "FeedbackRounder | None" = None) -> TensorReport:
     """Round one weight; ``rule`` overrides the n1 rule that ``options.range`` resolves to.
     ``write_blocks`` (``graph.io.ModelWriter.initializer_blocks``) takes the rounded values a
-    block at a time where it can: then no rounded copy of the whole tensor is made."""
+    block at a time where it can: then no rounded copy of the whole tensor is made. ``rounder``:
+    rounds by error feedback the weights whose layer inputs it measured."""
     w = read(candidate.site, tensor_proto(model, candidate.site))
     axes = channel_axes_for(candidate, options)
     rule = rule or resolve_rule(options.range, options.bits, bool(axes))
@@ -149,12 +166,19 @@ def quantize_tensor(model: onnx.ModelProto, candidate: Candidate, options: Quant
         book = make_codebook_by(w, options.bits, axes, rule)
     except ValueError as e:  # all zeros, NaN or Inf: nothing sensible to round
         return skipped_report(candidate, reason=str(e).replace("the tensor ", ""))
-    sums = RoundingSums(float32_exact=RangeRule(rule) is RangeRule.PAPER)
-    sink = write_blocks(model, candidate.site, w.dtype) if write_blocks is not None and on_rounded is None else None
+    if rounder is not None and candidate.site in rounder.grams:
+        q = rounder.round_all(candidate.site, w, book)
+        sums = RoundingSums(float32_exact=False)  # feedback may move a weight further than a factor 2
+        sums.add(w, q)
+    else:
+        sums = RoundingSums(float32_exact=RangeRule(rule) is RangeRule.PAPER)
+        q = None
+    sink = write_blocks(model, candidate.site, w.dtype) if write_blocks is not None and on_rounded is None \
+        and q is None else None
     if sink is not None:
         round_blocks(w, book, sums, sink)
         return tensor_report(candidate, sums, book, rule)
-    q = round_blocks(w, book, sums)
+    q = round_blocks(w, book, sums) if q is None else q
     if on_rounded is not None:
         on_rounded(candidate.site, w, q)
     write(model, candidate.site, q)

@@ -51,6 +51,7 @@ class QuantizeResult:
     tensors: tuple[TensorReport, ...]
     bias_correction: "BiasReport | None" = None  # with samples: which layer biases were corrected
     range_choice: "RangeChoice | None" = None  # with samples and --range auto: n1 rules judged by the outputs
+    feedback: dict | None = None  # with samples and --rounding feedback: which weights were rounded so
 
     @property
     def quantized(self) -> tuple[TensorReport, ...]:
@@ -64,7 +65,7 @@ class QuantizeResult:
         bias = self.bias_correction.as_dict() if self.bias_correction else None
         choice = self.range_choice.as_dict() if self.range_choice else None
         return {"options": self.options.as_dict(), "tensors": [t.as_dict() for t in self.tensors],
-                "bias_correction": bias, "range_choice": choice}
+                "bias_correction": bias, "range_choice": choice, "feedback": self.feedback}
 
 
 class RoundingSums:
@@ -168,3 +169,13 @@ def range_choice_summary(choice: "RangeChoice") -> str:
                 f"against {choice.error_static:.3g}, less than a halving")
     moved = ", ".join(f"{n} to {r}" for r, n in sorted(Counter(choice.changed.values()).items())) or "none changed"
     return head + f"{moved}; output error {choice.error_static:.3g} -> {choice.error_chosen:.3g}"
+
+
+def feedback_summary(feedback: dict) -> str:
+    """One line on the weights rounded by error feedback (``--rounding feedback`` with samples)."""
+    weights, nearest = feedback["weights"], feedback["nearest"]
+    line = (f"error feedback rounding on {feedback['samples']} samples: {len(weights)} weights rounded so that "
+            f"their layer's output moves least")
+    if nearest:
+        line += "; to nearest: " + "; ".join(f"{n} x {r}" for r, n in Counter(nearest.values()).most_common())
+    return line

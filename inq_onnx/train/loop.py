@@ -9,6 +9,7 @@ ORT trains.
 from __future__ import annotations
 
 import json
+from collections import Counter
 import logging
 import math
 import signal
@@ -22,6 +23,7 @@ import onnx
 
 from inq_onnx.bias_correction import applies
 from inq_onnx.calibration import correct_step
+from inq_onnx.compensation import Rounding, feedback_rounder
 from inq_onnx.data import Samples, branch_label, pin_combinations, pinned_values
 from inq_onnx.errors import Interrupted
 from inq_onnx.incremental import InqOptions, partition_step, quantized_share, weight_sites
@@ -127,6 +129,7 @@ class Loop(RateTrials):
         self.select(0)
         self.where: dict = {}  # the branch fields of a checkpoint's Progress written within a branch
         self.stop_requested = False
+        self.rounded: dict = {}  # how the last partition step rounded: its log line keeps it
         self.last_save = time.monotonic()
 
     def select(self, index: int) -> None:
@@ -143,7 +146,7 @@ class Loop(RateTrials):
                 if ckpt.progress.trained:
                     if ckpt.sidecar.step == len(ckpt.sidecar.schedule) - 1:
                         return RunResult(ckpt.model, read_log(self.run_dir), resumed)
-                    model, sidecar = partition_step(ckpt.model, ckpt.sidecar)
+                    model, sidecar = partition_step(ckpt.model, ckpt.sidecar, self.rounder(ckpt.model, ckpt.sidecar))
                     model = self.correct_biases(ckpt.model, model, sidecar)
                     ckpt = Checkpoint(model, sidecar, ckpt.progress.carried(), None)
                 ckpt = self.train_step(ckpt)
@@ -166,6 +169,20 @@ class Loop(RateTrials):
         figures["val_source"] = "; ".join(dict.fromkeys(v.source for v in self.vals if v is not None))
         log.info("float and one-shot figures in %.1f s", time.monotonic() - started)
         return figures
+
+    def rounder(self, model: onnx.ModelProto, sidecar):
+        """Error feedback for the next partition step, measured on ``model`` (``compensation``)."""
+        if self.inq.quantize.rounding is not Rounding.FEEDBACK:
+            return None
+        started = time.monotonic()
+        sites = weight_sites(model, self.inq.quantize)
+        rounder = feedback_rounder(model, [sites[k] for k in sidecar.tensors], self.setup.feeder.samples,
+                                   pins=self.setup.feeder.pins, seed=self.inq.seed)
+        self.rounded = {"feedback": {"weights": len(rounder.grams), "nearest": len(rounder.skipped),
+                                     "samples": rounder.samples, "seconds": round(time.monotonic() - started, 2)}}
+        log.info("error feedback measured for %d of %d weights in %.1f s%s", len(rounder.grams), len(sidecar.tensors),
+                 time.monotonic() - started, f" (the others to nearest: {_reasons(rounder.skipped)})" if rounder.skipped else "")
+        return rounder
 
     def correct_biases(self, before: onnx.ModelProto, after: onnx.ModelProto, sidecar) -> onnx.ModelProto:
         """Bias correction after a partition step (``calibration.correct_step``), trained biases only."""
@@ -202,7 +219,9 @@ class Loop(RateTrials):
                 self.save(ckpt.model, ckpt.sidecar, None, None, ckpt.progress)
         sidecar, progress = ckpt.sidecar, ckpt.progress
         total, count = (sum(p[i] for p in progress.branch_losses) for i in (0, 1))
-        metrics = {**(progress.branch_entries[-1] if progress.branch_entries else {}), **self.validate(ckpt.model)}
+        metrics = {**(progress.branch_entries[-1] if progress.branch_entries else {}), **self.rounded,
+                   **self.validate(ckpt.model)}
+        self.rounded = {}
         if len(self.setups) > 1:
             labels = [branch_label(s.feeder.pins) for s in self.setups]
             metrics["branch_train_loss"] = {k: p[0] / p[1] if p[1] else None for k, p in zip(labels, progress.branch_losses)}
@@ -331,3 +350,8 @@ class Loop(RateTrials):
         self.run_dir.mkdir(parents=True, exist_ok=True)
         append_line(self.run_dir / LOG, json.dumps(entry))
         self.emit("record", entry)
+
+
+def _reasons(skipped: dict[str, str]) -> str:
+    counts = Counter(skipped.values())
+    return "; ".join(f"{n} {why}" for why, n in counts.most_common())

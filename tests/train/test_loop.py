@@ -106,8 +106,8 @@ def test_a_log_line_torn_by_a_kill_spoils_only_itself(tmp_path):
 
 def test_bias_correction_after_each_step_moves_the_biases_and_keeps_the_masks(digits, tmp_path):
     model, train, val = digits
-    on = InqOptions(QuantizeOptions(bits=4, bias_correction="on"), schedule=(0.5, 1.0))
-    off = InqOptions(QuantizeOptions(bits=4, bias_correction="off"), schedule=(0.5, 1.0))
+    on = InqOptions(QuantizeOptions(bits=4, bias_correction="on", rounding="nearest"), schedule=(0.5, 1.0))
+    off = InqOptions(QuantizeOptions(bits=4, bias_correction="off", rounding="nearest"), schedule=(0.5, 1.0))
     no_training = TrainOptions(epochs_per_step=0, batch_size=64)  # only the partition steps (and corrections)
     a = retrain(model, train, inq=on, options=no_training, run_dir=tmp_path / "on").model
     b = retrain(model, train, inq=off, options=no_training, run_dir=tmp_path / "off").model
@@ -117,3 +117,17 @@ def test_bias_correction_after_each_step_moves_the_biases_and_keeps_the_masks(di
     biases = lambda m: {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer if i.name.endswith("bias")}
     moved = [k for k, v in biases(a).items() if not np.array_equal(v, biases(b)[k])]
     assert moved and len(a.graph.initializer) == len(b.graph.initializer)
+
+
+def test_error_feedback_rounds_each_step_closer_to_the_float_model(digits, tmp_path):
+    model, train, val = digits
+    logs = {}
+    for rounding in ("feedback", "nearest"):
+        inq = InqOptions(QuantizeOptions(bits=3, rounding=rounding), schedule=(0.5, 1.0))
+        result = retrain(model, train, inq=inq, options=TrainOptions(epochs_per_step=0, batch_size=64),
+                         run_dir=tmp_path / rounding, val=val)
+        assert off_codebook(result.model) == []
+        logs[rounding] = read_log(tmp_path / rounding)
+    fed, near = logs["feedback"], logs["nearest"]
+    assert fed[1]["feedback"]["weights"] == 4 and fed[1]["feedback"]["nearest"] == 0 and "feedback" not in near[1]
+    assert fed[1]["sqnr_db"] > near[1]["sqnr_db"] + 1.0 and fed[-1]["sqnr_db"] > near[-1]["sqnr_db"] + 1.0
