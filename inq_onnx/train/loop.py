@@ -38,6 +38,7 @@ from inq_onnx.train.lr_search import (ADAMW, DIVERGED_FACTOR, MAX_RETRIES, Guard
 from inq_onnx.train.options import TrainOptions
 from inq_onnx.train.ort_training import require_training
 from inq_onnx.train.params import ParamMap
+from inq_onnx.train.one_shot_check import one_shot_candidate
 from inq_onnx.train.pause import pause_point
 from inq_onnx.train.rate_trials import RateTrials, rate_fields
 from inq_onnx.train.run_log import LOG, append_line, read_log
@@ -184,6 +185,26 @@ class Loop(RateTrials):
                  time.monotonic() - started, f" (the others to nearest: {_reasons(rounder.skipped)})" if rounder.skipped else "")
         return rounder
 
+    def check_one_shot(self, ckpt: Checkpoint) -> tuple[Checkpoint, dict]:
+        """The finished run against one-shot rounding with the same data (``one_shot_check``):
+        the lower held-out loss, summed over branches, is kept."""
+        started = time.monotonic()
+        self.select(0)
+        candidate = one_shot_candidate(self.reference, self.inq, ckpt.sidecar, self.setup.feeder.samples,
+                                       self.setup.feeder.pins)
+        if isinstance(candidate, str):
+            return ckpt, {"skipped": candidate}
+        losses = {name: sum(h(s.params.read(m)) for s, h in zip(self.setups, self.heldouts))
+                  for name, m in (("inq", ckpt.model), ("one_shot", candidate))}
+        kept = "one_shot" if losses["one_shot"] < losses["inq"] else "inq"
+        verdict = {"held_out_loss": losses, "kept": kept, "seconds": round(time.monotonic() - started, 2)}
+        if kept == "inq":
+            return ckpt, verdict
+        log.warning("one-shot rounding with error feedback on the same data ends below the retrained model on the "
+                    "held-out samples (loss %.4g against %.4g): the one-shot model is kept", losses["one_shot"],
+                    losses["inq"])
+        return Checkpoint(candidate, ckpt.sidecar, ckpt.progress, None), verdict
+
     def correct_biases(self, before: onnx.ModelProto, after: onnx.ModelProto, sidecar) -> onnx.ModelProto:
         """Bias correction after a partition step (``calibration.correct_step``), trained biases only."""
         if not applies(self.inq.quantize.bias_correction, paper_range=True, incremental=True):  # only when "on"
@@ -218,6 +239,8 @@ class Loop(RateTrials):
             if index + 1 < len(self.setups):
                 self.save(ckpt.model, ckpt.sidecar, None, None, ckpt.progress)
         sidecar, progress = ckpt.sidecar, ckpt.progress
+        if sidecar.step == len(sidecar.schedule) - 1:
+            ckpt, self.rounded["one_shot_check"] = self.check_one_shot(ckpt)
         total, count = (sum(p[i] for p in progress.branch_losses) for i in (0, 1))
         metrics = {**(progress.branch_entries[-1] if progress.branch_entries else {}), **self.rounded,
                    **self.validate(ckpt.model)}

@@ -28,8 +28,8 @@ step went wrong); the plumbing that trains and measures them is in ``inq_onnx.tr
 - **Guard.** A step whose training loss turns non-finite, or whose held-out loss ends far above
   where the step started (``far_above``), is rolled back to its start (parameters and optimizer
   state) and retried with the rate divided by ``RETRY_DIVISOR``, at most ``MAX_RETRIES`` times.
-  The try that passes is kept if it ends at or below the start; otherwise the step keeps its
-  start (better than any of them). The kept rate (else the lowest tried) carries on to the next steps.
+  The try that passes is kept; when none does, the step keeps its start (better than any of
+  them). The kept rate (else the lowest tried) carries on to the next steps.
 - **Held-out samples.** ``--val`` when given (a seeded subset of at most ``HOLDOUT_MAX``), else a
   seeded slice of ``--data`` that retraining never sees (``split_holdout``).
 """
@@ -154,12 +154,10 @@ def retry_rate(rate: Rate) -> Rate:
 
 
 def keep_best(start_loss: float, tries: list[dict]) -> int | None:
-    """Index of the try to keep: the last one when it passed the guard and ended at or below the
-    step's start, else None, the start itself (no retraining beats a harmful one). With error
-    feedback the start is often close: on 288 text lines the PP-OCR classifier's second step went
-    from 0.087 to 0.104 held-out."""
-    last = tries[-1].get("loss") if tries else None
-    if last is not None and not far_above(last, start_loss) and last <= start_loss:
+    """Index of the try to keep: the last one when it passed the guard, else None, the step's
+    start (every try ended far above it, so the start beats them all: no retraining beats a
+    harmful one)."""
+    if tries and not far_above(tries[-1]["loss"] if tries[-1].get("loss") is not None else math.inf, start_loss):
         return len(tries) - 1
     return None
 

@@ -10,7 +10,7 @@ import pytest
 
 from inq_onnx.data import load_samples
 from inq_onnx.graph.tensors import read_tensor
-from inq_onnx.incremental import InqOptions, weight_sites
+from inq_onnx.incremental import InqOptions, check_sidecar, weight_sites
 from inq_onnx.options import QuantizeOptions
 from inq_onnx.quantize import quantized_tensors
 from inq_onnx.train.checkpoint import load_checkpoint
@@ -109,8 +109,16 @@ def test_bias_correction_after_each_step_moves_the_biases_and_keeps_the_masks(di
     on = InqOptions(QuantizeOptions(bits=4, bias_correction="on", rounding="nearest"), schedule=(0.5, 1.0))
     off = InqOptions(QuantizeOptions(bits=4, bias_correction="off", rounding="nearest"), schedule=(0.5, 1.0))
     no_training = TrainOptions(epochs_per_step=0, batch_size=64)  # only the partition steps (and corrections)
-    a = retrain(model, train, inq=on, options=no_training, run_dir=tmp_path / "on").model
-    b = retrain(model, train, inq=off, options=no_training, run_dir=tmp_path / "off").model
+    first_step = {}  # the models after step 1 (the run's end may keep the one-shot model instead)
+
+    def run(inq, name):
+        def watch(kind, info):
+            if kind == "step" and info["step"] == 1:
+                first_step[name] = load_checkpoint(tmp_path / name).model
+        retrain(model, train, inq=inq, options=no_training, run_dir=tmp_path / name, on_event=watch)
+        return first_step[name]
+
+    a, b = run(on, "on"), run(off, "off")
     assert off_codebook(a) == [] and weights(a).keys() == weights(b).keys()
     for key, value in weights(a).items():
         np.testing.assert_array_equal(value, weights(b)[key])  # the weights are the same; only biases moved
@@ -131,3 +139,21 @@ def test_error_feedback_rounds_each_step_closer_to_the_float_model(digits, tmp_p
     fed, near = logs["feedback"], logs["nearest"]
     assert fed[1]["feedback"]["weights"] == 4 and fed[1]["feedback"]["nearest"] == 0 and "feedback" not in near[1]
     assert fed[1]["sqnr_db"] > near[1]["sqnr_db"] + 1.0 and fed[-1]["sqnr_db"] > near[-1]["sqnr_db"] + 1.0
+
+
+def test_a_finished_run_is_checked_against_one_shot_rounding_with_the_same_data(digits, tmp_path):
+    model, train, val = digits
+    kept = {}
+    for rounding in ("nearest", "feedback"):
+        inq = InqOptions(QuantizeOptions(bits=2, rounding=rounding), schedule=(0.5, 1.0))
+        result = retrain(model, train, inq=inq, options=TrainOptions(epochs_per_step=0, batch_size=64),
+                         run_dir=tmp_path / rounding, val=val)
+        check = read_log(tmp_path / rounding)[-1]["one_shot_check"]
+        losses, kept[rounding] = check["held_out_loss"], check["kept"]
+        assert kept[rounding] == ("one_shot" if losses["one_shot"] < losses["inq"] else "inq")
+        final = load_checkpoint(tmp_path / rounding)
+        assert final.model.SerializeToString() == result.model.SerializeToString()
+        check_sidecar(result.model, final.sidecar, inq)  # the one-shot model fits the run's sidecar
+    # Without training, rounding to nearest step by step is one-shot rounding: a tie keeps the run.
+    # With feedback, one-shot spreads every error over the whole layer, steps only over the float part.
+    assert kept == {"nearest": "inq", "feedback": "one_shot"}
