@@ -29,7 +29,9 @@ __all__ = ["Rounding", "LayerInput", "find_inputs", "measure_grams", "FeedbackRo
 
 SAMPLES = 64  # a seeded random subset of the samples
 ROWS = 16384  # input vectors (Conv patches, MatMul rows) per layer, a seeded random subset
-BATCH = 8
+BATCH = 8  # samples per run: every measured layer input of a batch is held at once
+LAYER_BYTES = 64 << 20  # a layer's Gram matrices (float64) at most this large: K <= 2896 inputs per output
+TOTAL_BYTES = 1 << 30  # all layers' together; the layers past it round to nearest
 OPS = ("Conv", "Gemm", "MatMul")
 
 
@@ -45,6 +47,11 @@ class LayerInput:
     strides: tuple[int, ...] = ()
     pads: tuple[int, ...] = ()
     dilations: tuple[int, ...] = ()
+
+    def gram_bytes(self, shape: tuple[int, ...]) -> int:
+        """Bytes of this layer's float64 Gram matrices, for a weight of ``shape``."""
+        k = int(np.prod(shape[1:])) if self.op_type == "Conv" else shape[0 if not self.trans_b else 1]
+        return self.group * k * k * 8
 
     def rows(self, w: np.ndarray) -> np.ndarray:
         """``w`` as ``(groups, rows, K)``: one row per output, K the inputs it multiplies."""
@@ -158,12 +165,29 @@ class FeedbackRounder:
         return {"samples": self.samples, "weights": sorted(s.name for s in self.grams), "nearest": dict(self.skipped)}
 
 
+def within_budget(model: onnx.ModelProto, layers: dict[TensorSite, LayerInput]):
+    """The layers whose Gram matrices fit ``LAYER_BYTES`` each and ``TOTAL_BYTES`` together (in
+    graph order), and why each other one is rounded to nearest."""
+    kept, why, total = {}, {}, 0
+    for site, layer in layers.items():
+        size = layer.gram_bytes(tuple(tensor_proto(model, site).dims))
+        if size > LAYER_BYTES:
+            why[site.name] = f"too many inputs per output for error feedback ({size >> 20} MB of statistics)"
+        elif total + size > TOTAL_BYTES:
+            why[site.name] = f"the statistics of the layers before it took the {TOTAL_BYTES >> 20} MB allowed"
+        else:
+            kept[site], total = layer, total + size
+    return kept, why
+
+
 def feedback_rounder(model: onnx.ModelProto, weights, samples: Samples, *, pins: dict | None = None,
                      seed: int = 0) -> FeedbackRounder:
     """Measure the layer inputs of ``weights`` (sites) on ``model``; a rounder for the step."""
     layers, why = find_inputs(model, weights)
     skipped = {site.name: reason for site, reason in why.items()}
     used = min(len(samples), SAMPLES)
+    layers, too_large = within_budget(model, layers)
+    skipped.update(too_large)
     if not layers:
         return FeedbackRounder({}, {}, skipped, used)
     if not fits_one_session(model):

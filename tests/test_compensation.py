@@ -126,3 +126,18 @@ def test_rounding_is_an_option_and_old_sidecars_round_to_nearest():
     old = type(sidecar)(**{**sidecar.__dict__, "options": {k: v for k, v in sidecar.options.items() if k != "rounding"}})
     assert quantize_options_of(old)["rounding"] == "nearest"
     assert quantize_options_of(sidecar)["rounding"] == "feedback"
+
+
+def test_layers_over_the_memory_budget_round_to_nearest(monkeypatch):
+    from inq_onnx import compensation
+
+    model, s = conv_gemm_model(), samples()
+    assert LayerInput("Gemm", "f", trans_b=True).gram_bytes((4, 27)) == 27 * 27 * 8
+    assert LayerInput("Conv", "x", group=2).gram_bytes((4, 3, 2, 2)) == 2 * 12 * 12 * 8
+    monkeypatch.setattr(compensation, "LAYER_BYTES", 27 * 27 * 8 - 1)
+    rounder = feedback_rounder(model, [site("conv.w"), site("fc.w")], s)
+    assert set(rounder.grams) == {site("conv.w")} and rounder.skipped["fc.w"].startswith("too many inputs")
+    monkeypatch.setattr(compensation, "LAYER_BYTES", 1 << 20)
+    monkeypatch.setattr(compensation, "TOTAL_BYTES", 18 * 18 * 8)
+    rounder = feedback_rounder(model, [site("conv.w"), site("fc.w")], s)
+    assert set(rounder.grams) == {site("conv.w")} and rounder.skipped["fc.w"].startswith("the statistics of the layers")
