@@ -151,8 +151,7 @@ class FeedbackRounder:
         layer, h = self.layers[site], self.grams[site]
         n1 = np.broadcast_to(book.n1, w.shape)
         rows, frozen, fresh, n1 = (layer.rows(a) for a in (w, old, new & ~old, n1))
-        out = np.stack([feedback.feedback_round(rows[g], h[g], Codebook(book.bits, n1[g]), frozen=frozen[g],
-                                                fresh=fresh[g]) for g in range(len(rows))])
+        out = feedback.feedback_round(rows, h, Codebook(book.bits, n1), frozen=frozen, fresh=fresh)
         moved = layer.weights(out, w.shape).astype(w.dtype)
         result = np.where(old, w, moved)
         return apply_step(result, old, new, book)  # the fresh entries once more in w's dtype: exact in P

@@ -116,3 +116,14 @@ def test_each_row_rounds_to_its_own_channel_codebook():
     q = feedback.feedback_round(w, x.T @ x, Codebook(4, book.n1, (0,)))
     assert np.all(in_codebook(q, book))
     assert np.max(np.abs(q[1])) < 0.1
+
+
+def test_a_stack_of_small_matrices_is_inverted_like_lapack_does():
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(40, 30, 9))
+    h = np.einsum("gnk,gnl->gkl", x, x)
+    h[3, 2, :], h[3, :, 2] = 0.0, 0.0  # an input that never varies
+    upper = feedback.inverse_cholesky(h, 0.01)
+    one_by_one = np.concatenate([feedback.inverse_cholesky(h[g:g + 1], 0.01) for g in range(len(h))])
+    assert np.allclose(upper, one_by_one, rtol=1e-9, atol=1e-12)
+    assert np.allclose(np.triu(upper), upper)

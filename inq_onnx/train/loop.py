@@ -147,7 +147,10 @@ class Loop(RateTrials):
                 if ckpt.progress.trained:
                     if ckpt.sidecar.step == len(ckpt.sidecar.schedule) - 1:
                         return RunResult(ckpt.model, read_log(self.run_dir), resumed)
+                    started = time.monotonic()
                     model, sidecar = partition_step(ckpt.model, ckpt.sidecar, self.rounder(ckpt.model, ckpt.sidecar))
+                    if self.rounded:  # measuring and rounding
+                        self.rounded["feedback"]["seconds"] = round(time.monotonic() - started, 2)
                     model = self.correct_biases(ckpt.model, model, sidecar)
                     ckpt = Checkpoint(model, sidecar, ckpt.progress.carried(), None)
                 ckpt = self.train_step(ckpt)
@@ -180,7 +183,7 @@ class Loop(RateTrials):
         rounder = feedback_rounder(model, [sites[k] for k in sidecar.tensors], self.setup.feeder.samples,
                                    pins=self.setup.feeder.pins, seed=self.inq.seed)
         self.rounded = {"feedback": {"weights": len(rounder.grams), "nearest": len(rounder.skipped),
-                                     "samples": rounder.samples, "seconds": round(time.monotonic() - started, 2)}}
+                                     "samples": rounder.samples}}
         log.info("error feedback measured for %d of %d weights in %.1f s%s", len(rounder.grams), len(sidecar.tensors),
                  time.monotonic() - started, f" (the others to nearest: {_reasons(rounder.skipped)})" if rounder.skipped else "")
         return rounder
