@@ -105,10 +105,26 @@ def run_notes(records: list[dict]) -> list[str]:
     if float_record and float_record.get("range_choice"):
         notes.append(range_choice_summary(RangeChoice(rules={}, **float_record["range_choice"])))
     notes += [f"step {r['step'] + 1}: {describe_search(r['lr_search'])}" for r in records if r.get("lr_search")]
+    fed = [r["feedback"] for r in records if r.get("feedback")]
+    if fed:
+        notes.append(f"error feedback rounding at {len(fed)} steps: up to {max(f['weights'] for f in fed)} weights on "
+                     f"{fed[-1]['samples']} samples, {sum(f.get('seconds', 0.0) for f in fed):.1f} s in all")
+    check = next((r["one_shot_check"] for r in records if r.get("one_shot_check")), None)
+    if check:
+        notes.append(one_shot_check_note(check))
     verdict = below_one_shot(records)
     if verdict:
         notes.append(verdict)
     return notes
+
+
+def one_shot_check_note(check: dict) -> str:
+    if "skipped" in check:
+        return f"not checked against one-shot rounding: {check['skipped']}"
+    loss = check["held_out_loss"]
+    which = "the retrained model" if check["kept"] == "inq" else "the one-shot model (error feedback, same data)"
+    return (f"checked against one-shot rounding with the same data: held-out loss {loss['inq']:.4g} retrained, "
+            f"{loss['one_shot']:.4g} one-shot; kept {which}")
 
 
 def print_inq_job(job) -> None:

@@ -59,3 +59,17 @@ def test_a_run_off_between_optimizers_is_shown():
     assert text.startswith("sgd learning rate 0.003, chosen from 2 trials")
     assert "sgd 0.003: 0.27, adamw 0.001: 0.25" in text
     assert "then a run-off of 62 updates each: sgd 0.003: 0.068, adamw 0.001: 0.157" in text
+
+
+def test_error_feedback_and_the_one_shot_check_are_shown():
+    from inq_onnx_cli.render import run_notes
+
+    steps = [{"step": 0, "lr": 0.01, "feedback": {"weights": 5, "nearest": 0, "samples": 64, "seconds": 1.5}},
+             {"step": 1, "feedback": {"weights": 5, "nearest": 0, "samples": 64, "seconds": 1.0},
+              "one_shot_check": {"held_out_loss": {"inq": 0.2, "one_shot": 0.1}, "kept": "one_shot", "seconds": 1.0}}]
+    notes = run_notes(steps)
+    assert "error feedback rounding at 2 steps: up to 5 weights on 64 samples, 2.5 s in all" in notes
+    assert ("checked against one-shot rounding with the same data: held-out loss 0.2 retrained, 0.1 one-shot; "
+            "kept the one-shot model (error feedback, same data)") in notes
+    steps[1]["one_shot_check"] = {"skipped": "the teacher is another graph than the model (--teacher)"}
+    assert "not checked against one-shot rounding: the teacher is another graph than the model (--teacher)" in run_notes(steps)
