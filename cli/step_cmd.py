@@ -21,10 +21,12 @@ from inq_onnx_cli.inq_options import parse_schedule_option, schedule_options
 @click.option("--range", "range_rule", type=click.Choice([r.value for r in RangeRule]),
               help=f"How n1 is chosen: paper, mse or mae (first step only) [default: {QuantizeOptions().range.value}].")
 @click.option("--sidecar", type=click.Path(path_type=str), help="Mask sidecar of MODEL [default: MODEL.inq.safetensors if present].")
+@click.option("--data", type=click.Path(path_type=str),
+              help="Samples (.npz or folder of .npy): round the new weights by error feedback on up to 64 of them.")
 @schedule_options
 @verbosity_options
 @click.pass_context
-def step_command(ctx, model, output, bits, per_channel, range_rule, sidecar, schedule, partition, seed):
+def step_command(ctx, model, output, bits, per_channel, range_rule, sidecar, data, schedule, partition, seed):
     """One INQ step without training: grow the masks to the next sigma and round the newly
     frozen weights. Retrain the output in any framework, keeping masked weights fixed (see the
     sidecar format in the README), then run `inq-onnx step` on the retrained model.
@@ -33,13 +35,14 @@ def step_command(ctx, model, output, bits, per_channel, range_rule, sidecar, sch
     Examples:
       inq-onnx step model.onnx --bits 4 -o step1.onnx      # writes step1.onnx + step1.inq.safetensors
       inq-onnx step step1.onnx -o step2.onnx               # options come from step1's sidecar
+      inq-onnx step model.onnx --bits 4 --data train.npz   # round by error feedback on the samples
     """
     inq = None
     if bits is not None or per_channel or schedule or range_rule:
         rule = {"range": range_rule} if range_rule else {}
         inq = InqOptions(QuantizeOptions(bits=bits or 4, per_channel=per_channel, **rule),
                          schedule=parse_schedule_option(schedule), strategy=partition, seed=seed)
-    out, side, state = step_file(model, output, inq, sidecar=sidecar)
+    out, side, state = step_file(model, output, inq, sidecar=sidecar, samples_path=data)
     if verbosity(ctx) >= 0:
         last = state.step == len(state.schedule) - 1
         click.echo(f"step {state.step + 1} of {len(state.schedule)}: sigma {state.schedule[state.step]:g}, "

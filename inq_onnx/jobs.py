@@ -44,10 +44,12 @@ def step_output(model_path: Path, step: int) -> Path:
 
 
 def step_file(model_path: str | os.PathLike, output: str | os.PathLike | None, inq=None, *,
-              sidecar: str | os.PathLike | None = None) -> tuple[Path, Path, object]:
+              sidecar: str | os.PathLike | None = None,
+              samples_path: str | os.PathLike | None = None) -> tuple[Path, Path, object]:
     """One INQ partition-and-quantize step, no training: MODEL (+ its sidecar, if any) -> OUTPUT
     and its sidecar. Retrain OUTPUT honouring the mask, then step again. ``inq`` None: the
-    options recorded in the sidecar (or the defaults for a first step)."""
+    options recorded in the sidecar (or the defaults for a first step). With ``samples_path``
+    (and rounding by feedback), the new weights are rounded by error feedback on those samples."""
     from inq_onnx.incremental import InqOptions, check_sidecar, options_of, partition_step, start
     from inq_onnx.sidecar import read_sidecar, sidecar_path, write_sidecar
 
@@ -64,9 +66,21 @@ def step_file(model_path: str | os.PathLike, output: str | os.PathLike | None, i
         raise SidecarError(f"the sidecar {side_in} does not exist", "check the path given to --sidecar")
     else:
         state = start(model, inq)
-    stepped, new_state = partition_step(model, state)
+    stepped, new_state = partition_step(model, state, step_rounder(model, state, inq, samples_path))
     save_model(stepped, out, external_data=source.external_data, source=source, keep_data=False)
     return out, write_sidecar(sidecar_path(out), new_state), new_state
+
+
+def step_rounder(model: onnx.ModelProto, state, inq, samples_path):
+    """Error feedback for ``inq-onnx step --data``; None (nearest) without samples or with
+    ``--rounding nearest`` recorded."""
+    from inq_onnx.compensation import Rounding, feedback_rounder
+    from inq_onnx.incremental import weight_sites
+
+    if samples_path is None or inq.quantize.rounding is not Rounding.FEEDBACK:
+        return None
+    sites = weight_sites(model, inq.quantize)
+    return feedback_rounder(model, [sites[k] for k in state.tensors], load_samples(samples_path, model), seed=inq.seed)
 
 
 def compact_output(out: Path) -> None:

@@ -114,3 +114,21 @@ def test_full_inq_retrains_an_ir_11_model_and_keeps_its_ir_version(tmp_path):
     assert any(r.get("train_loss") for r in job.records) and job.verification.checked_tensors == 2
     training = onnx.load(str(job.run_dir / "artifacts" / "training_model.onnx"), load_external_data=False)
     assert training.ir_version == 10  # the copy the training build (1.19.2) trains was lowered
+
+
+def test_a_step_with_samples_rounds_by_error_feedback(tmp_path):
+    from inq_onnx.incremental import InqOptions, check_sidecar
+    from inq_onnx.jobs import step_file
+    from inq_onnx.sidecar import read_sidecar
+
+    onnx.save_model(conv_gemm_model(), str(tmp_path / "m.onnx"))
+    np.savez(tmp_path / "x.npz", x=np.random.default_rng(0).random((16, 2, 5, 5)).astype(np.float32))
+    inq = InqOptions(QuantizeOptions(bits=4), schedule=(0.5, 1.0))
+    fed, _, state = step_file(tmp_path / "m.onnx", tmp_path / "fed.onnx", inq, samples_path=tmp_path / "x.npz")
+    near, _, _ = step_file(tmp_path / "m.onnx", tmp_path / "near.onnx", inq)
+    a, b = onnx.load(str(fed)), onnx.load(str(near))
+    check_sidecar(a, read_sidecar(tmp_path / "fed.inq.safetensors"), inq)
+    w = {t.name: numpy_helper.to_array(t) for t in a.graph.initializer}
+    v = {t.name: numpy_helper.to_array(t) for t in b.graph.initializer}
+    mask = state.tensors["conv.w"].mask
+    assert not np.array_equal(w["conv.w"][~mask], v["conv.w"][~mask])  # the float half took the error
