@@ -55,7 +55,8 @@ def quantize(model: onnx.ModelProto | str | os.PathLike, *, bits: int = 4, per_c
 def quantize_model(model: onnx.ModelProto, options: QuantizeOptions, *, in_place: bool = False,
                    write: TensorWriter = write_tensor, samples: Samples | None = None,
                    pins: dict | None = None, rules: dict[TensorSite, RangeRule] | None = None,
-                   read: TensorReader = proto_values, write_blocks: BlockWriter | None = None) -> QuantizeResult:
+                   read: TensorReader = proto_values, write_blocks: BlockWriter | None = None,
+                   new_biases: bool = True) -> QuantizeResult:
     """Quantize a copy of ``model`` (or ``model`` itself when ``in_place``: no second copy of a
     large model); ``write`` puts each new tensor in place (``graph.io.ModelWriter.write_tensor``
     streams it into the output's external data instead). With ``samples`` (and
@@ -64,7 +65,8 @@ def quantize_model(model: onnx.ModelProto, options: QuantizeOptions, *, in_place
     weight, fixed (e.g. those a retraining run chose); otherwise ``--range auto`` with samples
     judges them by the outputs. ``read`` gives a constant's values (``wire.FileTensors.values``
     for a model whose weights were left in its file: each is then read once, without a copy);
-    ``write_blocks``, where to write new values a block at a time (``quantize_tensor``)."""
+    ``write_blocks``, where to write new values a block at a time (``quantize_tensor``);
+    ``new_biases``: bias correction may give a layer without a bias one (else it is left alone)."""
     out = model if in_place else copy_model(model)
     reports: list[TensorReport] = []
     recorded: dict[str, dict] = {}
@@ -79,7 +81,7 @@ def quantize_model(model: onnx.ModelProto, options: QuantizeOptions, *, in_place
     if samples is not None and (judged or applies(options.bias_correction, paper_range=paper_range, incremental=False)):
         from inq_onnx.calibration import calibrate
 
-        cal = calibrate(out, [c.site for c in candidates if c.selected], samples, pins=pins)
+        cal = calibrate(out, [c.site for c in candidates if c.selected], samples, pins=pins, create=new_biases)
     rounder = feedback_for(out, candidates, options, samples, pins)
     for candidate in candidates:
         if not candidate.selected:

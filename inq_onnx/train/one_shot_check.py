@@ -3,17 +3,14 @@ data? Both are fully quantized on the same codebooks, so the run keeps whichever
 held-out loss, and its log says which and by how much.
 
 The one-shot candidate is ``quantize --val`` on the float model with the run's n1 rules, its
-training samples and error feedback; its biases are the float model's (bias correction is off:
-it could add a bias input, which the sidecar's structure fingerprint would refuse).
+training samples, error feedback and bias correction of the biases the model has (a new bias
+input would change the graph, which the sidecar's structure fingerprint refuses).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import onnx
 
-from inq_onnx.bias_correction import BiasCorrection
 from inq_onnx.data import Samples
 from inq_onnx.graph.fingerprint import structure_fingerprint
 from inq_onnx.incremental import InqOptions, stamp_final, weight_sites
@@ -28,9 +25,9 @@ def one_shot_candidate(reference: onnx.ModelProto, inq: InqOptions, sidecar: Sid
     """The one-shot model a finished run is compared with, or why there is none."""
     if structure_fingerprint(reference) != sidecar.fingerprint:
         return "the teacher is another graph than the model (--teacher)"
-    options = replace(inq.quantize, bias_correction=BiasCorrection.OFF)
+    options = inq.quantize
     sites = weight_sites(reference, options)
     rules = {sites[k]: t.range_rule for k, t in sidecar.tensors.items() if k in sites}
-    model = quantize_model(reference, options, samples=samples, pins=pins, rules=rules).model
+    model = quantize_model(reference, options, samples=samples, pins=pins, rules=rules, new_biases=False).model
     stamp_final(model, sidecar, weight_sites(model, options))
     return model
