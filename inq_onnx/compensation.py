@@ -144,6 +144,7 @@ class FeedbackRounder:
     grams: dict[TensorSite, np.ndarray]
     skipped: dict[str, str] = field(default_factory=dict)
     samples: int = 0
+    rows: list[int] = field(default_factory=lambda: [0, 0])  # rows rounded to nearest because feedback did worse; all
 
     def __call__(self, site: TensorSite, w: np.ndarray, old: np.ndarray, new: np.ndarray, book: Codebook) -> np.ndarray:
         if site not in self.grams:
@@ -153,15 +154,21 @@ class FeedbackRounder:
         rows, frozen, fresh, n1 = (layer.rows(a) for a in (w, old, new & ~old, n1))
         out = feedback.feedback_round(rows, h, Codebook(book.bits, n1), frozen=frozen, fresh=fresh)
         moved = layer.weights(out, w.shape).astype(w.dtype)
-        result = np.where(old, w, moved)
-        return apply_step(result, old, new, book)  # the fresh entries once more in w's dtype: exact in P
+        fed = apply_step(np.where(old, w, moved), old, new, book)  # the fresh entries again in w's dtype: exact in P
+        nearest = apply_step(w, old, new, book)
+        best, lost = feedback.better_rows(rows.astype(np.float64), layer.rows(fed).astype(np.float64),
+                                          layer.rows(nearest).astype(np.float64), h)
+        self.rows[0] += int(lost.sum())
+        self.rows[1] += lost.size
+        return layer.weights(best, w.shape).astype(w.dtype)
 
     def round_all(self, site: TensorSite, w: np.ndarray, book: Codebook) -> np.ndarray:
         """Every entry of ``w`` rounded (one-shot)."""
         return self(site, w, np.zeros(w.shape, bool), np.ones(w.shape, bool), book)
 
     def summary(self) -> dict:
-        return {"samples": self.samples, "weights": sorted(s.name for s in self.grams), "nearest": dict(self.skipped)}
+        return {"samples": self.samples, "weights": sorted(s.name for s in self.grams), "nearest": dict(self.skipped),
+                "rows_nearest": self.rows[0], "rows": self.rows[1]}
 
 
 def within_budget(model: onnx.ModelProto, layers: dict[TensorSite, LayerInput]):

@@ -20,7 +20,7 @@ import numpy as np
 
 from inq_onnx.codebook import Codebook, quantize
 
-__all__ = ["Rounding", "DAMPING", "conv_patches", "dense_rows", "gram", "feedback_round"]
+__all__ = ["Rounding", "DAMPING", "conv_patches", "dense_rows", "gram", "feedback_round", "better_rows"]
 
 BLOCK = 128  # columns rounded before the rest of the row is updated
 DAMPING = 0.01  # of the mean of diag(H), added to it: H is often singular (few samples, dead inputs)
@@ -108,6 +108,21 @@ def _feedback_groups(w, h, bits, n1, frozen, fresh, damping) -> np.ndarray:
     out = np.empty_like(work)
     np.put_along_axis(out, np.broadcast_to(order, out.shape), work, 2)
     return np.where(frozen, w, out)
+
+
+def better_rows(w: np.ndarray, a: np.ndarray, b: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``(groups, rows, K)`` arrays, ``a``'s row or ``b``'s, whichever moves the layer's
+    output from ``w``'s less under ``h`` ``(groups, K, K)`` (ties: ``a``); and where ``b`` won.
+
+    Why: with most of a row frozen, the feedback update (made for a row whose later entries are
+    all free) is applied to the few free ones only, and can do worse than rounding alone.
+    """
+    def error(x):
+        d = x - w
+        return np.einsum("grk,grk->gr", d @ h, d)
+
+    b_wins = error(b) < error(a)
+    return np.where(b_wins[:, :, None], b, a), b_wins
 
 
 def inverse_cholesky(h: np.ndarray, damping: float) -> np.ndarray:

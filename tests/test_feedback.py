@@ -127,3 +127,13 @@ def test_a_stack_of_small_matrices_is_inverted_like_lapack_does():
     one_by_one = np.concatenate([feedback.inverse_cholesky(h[g:g + 1], 0.01) for g in range(len(h))])
     assert np.allclose(upper, one_by_one, rtol=1e-9, atol=1e-12)
     assert np.allclose(np.triu(upper), upper)
+
+
+def test_the_better_row_of_two_roundings_is_kept():
+    x = correlated_inputs(k=4)
+    h = (x.T @ x)[None]
+    w = np.array([[[1.0, 0.3, -0.2, 0.7], [0.5, 0.5, 0.5, 0.5]]])
+    close, far = w + 0.01, w + 0.5
+    best, b_won = feedback.better_rows(w, np.stack([close[0, 0], far[0, 1]])[None], np.stack([far[0, 0], close[0, 1]])[None], h)
+    assert b_won.tolist() == [[False, True]]
+    assert np.array_equal(best, close)

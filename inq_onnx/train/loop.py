@@ -148,9 +148,11 @@ class Loop(RateTrials):
                     if ckpt.sidecar.step == len(ckpt.sidecar.schedule) - 1:
                         return RunResult(ckpt.model, read_log(self.run_dir), resumed)
                     started = time.monotonic()
-                    model, sidecar = partition_step(ckpt.model, ckpt.sidecar, self.rounder(ckpt.model, ckpt.sidecar))
-                    if self.rounded:  # measuring and rounding
-                        self.rounded["feedback"]["seconds"] = round(time.monotonic() - started, 2)
+                    rounder = self.rounder(ckpt.model, ckpt.sidecar)
+                    model, sidecar = partition_step(ckpt.model, ckpt.sidecar, rounder)
+                    if rounder is not None:  # measuring and rounding; rows where nearest did better
+                        self.rounded["feedback"].update(seconds=round(time.monotonic() - started, 2),
+                                                        rows_nearest=rounder.rows[0], rows=rounder.rows[1])
                     model = self.correct_biases(ckpt.model, model, sidecar)
                     ckpt = Checkpoint(model, sidecar, ckpt.progress.carried(), None)
                 ckpt = self.train_step(ckpt)

@@ -144,17 +144,17 @@ def test_error_feedback_rounds_each_step_closer_to_the_float_model(digits, tmp_p
 def test_a_finished_run_is_checked_against_one_shot_rounding_with_the_same_data(digits, tmp_path):
     model, train, val = digits
     kept = {}
-    for rounding, bias in (("nearest", "off"), ("feedback", "auto")):
+    for name, rounding, bias in (("tie", "nearest", "off"), ("corrected", "nearest", "auto"),
+                                 ("feedback", "feedback", "auto")):
         inq = InqOptions(QuantizeOptions(bits=2, rounding=rounding, bias_correction=bias), schedule=(0.5, 1.0))
         result = retrain(model, train, inq=inq, options=TrainOptions(epochs_per_step=0, batch_size=64),
-                         run_dir=tmp_path / rounding, val=val)
-        check = read_log(tmp_path / rounding)[-1]["one_shot_check"]
-        losses, kept[rounding] = check["held_out_loss"], check["kept"]
-        assert kept[rounding] == ("one_shot" if losses["one_shot"] < losses["inq"] else "inq")
-        final = load_checkpoint(tmp_path / rounding)
+                         run_dir=tmp_path / name, val=val)
+        check = read_log(tmp_path / name)[-1]["one_shot_check"]
+        losses, kept[name] = check["held_out_loss"], check["kept"]
+        assert kept[name] == ("one_shot" if losses["one_shot"] < losses["inq"] else "inq")
+        final = load_checkpoint(tmp_path / name)
         assert final.model.SerializeToString() == result.model.SerializeToString()
         check_sidecar(result.model, final.sidecar, inq)  # the one-shot model fits the run's sidecar
     # Without training or bias correction, rounding to nearest step by step is one-shot rounding:
-    # a tie keeps the run.
-    # With feedback, one-shot spreads every error over the whole layer, steps only over the float part.
-    assert kept == {"nearest": "inq", "feedback": "one_shot"}
+    # a tie keeps the run. One-shot corrects the biases (auto: judged), steps do not: it wins.
+    assert kept["tie"] == "inq" and kept["corrected"] == "one_shot"
