@@ -168,19 +168,19 @@ def quantize_tensor(model: onnx.ModelProto, candidate: Candidate, options: Quant
         book = make_codebook_by(w, options.bits, axes, rule)
     except ValueError as e:  # all zeros, NaN or Inf: nothing sensible to round
         return skipped_report(candidate, reason=str(e).replace("the tensor ", ""))
-    if rounder is not None and candidate.site in rounder.grams:
-        q = rounder.round_all(candidate.site, w, book)
-        sums = RoundingSums(float32_exact=False)  # feedback may move a weight further than a factor 2
-        sums.add(w, q)
-    else:
-        sums = RoundingSums(float32_exact=RangeRule(rule) is RangeRule.PAPER)
-        q = None
+    fed = rounder is not None and candidate.site in rounder.grams
+    # q - w is exact in float32 with the paper's n1; feedback may move a weight further than a factor 2
+    sums = RoundingSums(float32_exact=not fed and RangeRule(rule) is RangeRule.PAPER)
     sink = write_blocks(model, candidate.site, w.dtype) if write_blocks is not None and on_rounded is None \
-        and q is None else None
+        and not fed else None
     if sink is not None:
         round_blocks(w, book, sums, sink)
         return tensor_report(candidate, sums, book, rule)
-    q = round_blocks(w, book, sums) if q is None else q
+    if fed:
+        q = rounder.round_all(candidate.site, w, book)
+        sums.add(w, q)
+    else:
+        q = round_blocks(w, book, sums)
     if on_rounded is not None:
         on_rounded(candidate.site, w, q)
     write(model, candidate.site, q)
