@@ -46,8 +46,7 @@ def conv_patches(x: np.ndarray, kernel: tuple[int, ...], *, strides: tuple[int, 
     out = [(x.shape[2 + i] - dilations[i] * (kernel[i] - 1) - 1) // strides[i] + 1 for i in range(nd)]
     positions = np.stack(np.meshgrid(np.arange(x.shape[0]), *[np.arange(o) for o in out], indexing="ij"),
                          axis=-1).reshape(-1, nd + 1)
-    if rows is not None and len(positions) > rows:
-        positions = positions[np.sort((rng or np.random.default_rng(0)).choice(len(positions), rows, replace=False))]
+    positions = positions[_subset(len(positions), rows, rng)]
     patches = np.empty((len(positions), x.shape[1], *kernel), x.dtype)
     for offset in product(*[range(k) for k in kernel]):
         at = tuple(positions[:, 1 + i] * strides[i] + offset[i] * dilations[i] for i in range(nd))
@@ -58,9 +57,14 @@ def conv_patches(x: np.ndarray, kernel: tuple[int, ...], *, strides: tuple[int, 
 def dense_rows(x: np.ndarray, rows: int | None = None, rng: np.random.Generator | None = None) -> np.ndarray:
     """The input vectors a Gemm/MatMul multiplies by its weight: ``x`` as ``(vectors, features)``."""
     flat = x.reshape(-1, x.shape[-1])
-    if rows is not None and len(flat) > rows:
-        flat = flat[np.sort((rng or np.random.default_rng(0)).choice(len(flat), rows, replace=False))]
-    return flat
+    return flat[_subset(len(flat), rows, rng)]
+
+
+def _subset(n: int, rows: int | None, rng: np.random.Generator | None) -> slice | np.ndarray:
+    """All ``n`` vectors, or a sorted uniform choice of ``rows`` of them."""
+    if rows is None or n <= rows:
+        return slice(None)
+    return np.sort((rng or np.random.default_rng(0)).choice(n, rows, replace=False))
 
 
 def gram(patches: np.ndarray, groups: int = 1) -> np.ndarray:
