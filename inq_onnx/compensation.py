@@ -20,6 +20,7 @@ from inq_onnx.codebook import Codebook
 from inq_onnx.data import Samples
 from inq_onnx.graph.bias_layers import expose_values
 from inq_onnx.graph.io import fits_one_session
+from inq_onnx.graph.table import attr
 from inq_onnx.graph.tensors import TensorSite, tensor_proto
 from inq_onnx.graph.uses import Use, build_use_index
 from inq_onnx.partition import apply_step
@@ -73,26 +74,19 @@ class LayerInput:
         return feedback.gram(feedback.dense_rows(x, rows, rng))
 
 
-def _attr(node: onnx.NodeProto, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
-
-
 def _layer_input(node: onnx.NodeProto, shape: tuple[int, ...]) -> LayerInput | str:
     if node.op_type == "MatMul":
         return LayerInput("MatMul", node.input[0]) if len(shape) == 2 else "a MatMul weight of rank other than 2"
     if node.op_type == "Gemm":
-        if _attr(node, "transA", 0):
+        if attr(node, "transA", 0):
             return "a Gemm with transA"
-        return LayerInput("Gemm", node.input[0], trans_b=bool(_attr(node, "transB", 0)))
+        return LayerInput("Gemm", node.input[0], trans_b=bool(attr(node, "transB", 0)))
     nd = len(shape) - 2
-    if nd < 1 or _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+    if nd < 1 or attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
         return "a Conv with auto_pad or without spatial axes"
-    return LayerInput("Conv", node.input[0], group=int(_attr(node, "group", 1)), kernel=tuple(shape[2:]),
-                      strides=tuple(_attr(node, "strides", [1] * nd)), pads=tuple(_attr(node, "pads", [0] * 2 * nd)),
-                      dilations=tuple(_attr(node, "dilations", [1] * nd)))
+    return LayerInput("Conv", node.input[0], group=int(attr(node, "group", 1)), kernel=tuple(shape[2:]),
+                      strides=tuple(attr(node, "strides", [1] * nd)), pads=tuple(attr(node, "pads", [0] * 2 * nd)),
+                      dilations=tuple(attr(node, "dilations", [1] * nd)))
 
 
 def find_inputs(model: onnx.ModelProto, weights) -> tuple[dict[TensorSite, LayerInput], dict[TensorSite, str]]:

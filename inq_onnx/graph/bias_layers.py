@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 
 from inq_onnx.graph.passes import PassResult, copy_model
+from inq_onnx.graph.table import attr
 from inq_onnx.graph.tensors import TensorSite, all_names, read_tensor
 from inq_onnx.graph.uses import Use, UseIndex, build_use_index, output_key
 
@@ -36,13 +37,6 @@ class Layer:
     trans_b: bool = False
     alpha: float = 1.0
     beta: float = 1.0
-
-
-def _attr(node: onnx.NodeProto, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
 
 
 def _constant(index: UseIndex, name: str) -> TensorSite | None:
@@ -86,13 +80,13 @@ def _layer(index: UseIndex, weight: TensorSite, create: bool) -> Layer | str:
         bias = _own_bias(index, add.node.input[1 - add.input_index], shape[1], add)
         return bias if isinstance(bias, str) else Layer(**base, bias=bias, outputs=shape[1])
     if node.op_type == "Conv":
-        outputs, extra = shape[0], dict(group=int(_attr(node, "group", 1)))
+        outputs, extra = shape[0], dict(group=int(attr(node, "group", 1)))
     else:
-        if _attr(node, "transA", 0):
+        if attr(node, "transA", 0):
             return "a Gemm with transA (its input is not samples first)"
-        trans_b = bool(_attr(node, "transB", 0))
+        trans_b = bool(attr(node, "transB", 0))
         outputs = shape[0] if trans_b else shape[1]
-        extra = dict(trans_b=trans_b, alpha=float(_attr(node, "alpha", 1.0)), beta=float(_attr(node, "beta", 1.0)))
+        extra = dict(trans_b=trans_b, alpha=float(attr(node, "alpha", 1.0)), beta=float(attr(node, "beta", 1.0)))
         if extra["beta"] == 0.0:
             return "a Gemm with beta = 0"
     if len(node.input) > 2 and node.input[2]:

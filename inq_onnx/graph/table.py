@@ -15,7 +15,8 @@ ChannelAxes = Callable[[onnx.NodeProto, int], Optional[tuple[int, ...]]]
 """(node, weight rank) -> the output-channel axes, or None when no such axis exists."""
 
 
-def _attr(node: onnx.NodeProto, name: str, default):
+def attr(node: onnx.NodeProto, name: str, default):
+    """The value of attribute ``name`` of ``node`` (as onnx gives it: strings are bytes), or ``default``."""
     for a in node.attribute:
         if a.name == name:
             return onnx.helper.get_attribute_value(a)
@@ -28,15 +29,15 @@ def _conv(node, rank):
 
 def _conv_transpose(node, rank):
     # [C_in, C_out / group, k...]: one output-channel axis only when group == 1.
-    return (1,) if _attr(node, "group", 1) == 1 else None
+    return (1,) if attr(node, "group", 1) == 1 else None
 
 
 def _gemm_b(node, rank):
-    return (0,) if _attr(node, "transB", 0) else (1,)
+    return (0,) if attr(node, "transB", 0) else (1,)
 
 
 def _gemm_a(node, rank):
-    return (1,) if _attr(node, "transA", 0) else (0,)
+    return (1,) if attr(node, "transA", 0) else (0,)
 
 
 def _matmul_b(node, rank):
@@ -53,7 +54,7 @@ def _recurrent(node, rank):
 
 def _einsum(index: int) -> ChannelAxes:
     def axes(node, rank):
-        equation = _attr(node, "equation", b"")
+        equation = attr(node, "equation", b"")
         equation = equation.decode() if isinstance(equation, bytes) else equation
         if "->" not in equation or "." in equation:
             return None
