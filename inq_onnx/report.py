@@ -152,11 +152,13 @@ def bias_summary(report: "BiasReport") -> str:
     created = f" ({len(report.created)} given a new bias)" if report.created else ""
     line = f"bias correction on {report.samples} samples: {len(report.corrected)} layers corrected{created}"
     if report.skipped:
-        reasons: dict[str, int] = {}
-        for reason in report.skipped.values():
-            reasons[reason] = reasons.get(reason, 0) + 1
-        line += "; left alone: " + "; ".join(f"{n} x {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+        line += "; left alone: " + reason_counts(report.skipped)
     return line
+
+
+def reason_counts(why: dict[str, str]) -> str:
+    """``{name: reason}`` as "N x reason; ...", the most frequent first."""
+    return "; ".join(f"{n} x {reason}" for reason, n in Counter(why.values()).most_common())
 
 
 def range_choice_summary(choice: "RangeChoice") -> str:
@@ -177,5 +179,5 @@ def feedback_summary(feedback: dict) -> str:
     line = (f"error feedback rounding on {feedback['samples']} samples: {len(weights)} weights rounded so that "
             f"their layer's output moves least")
     if nearest:
-        line += "; to nearest: " + "; ".join(f"{n} x {r}" for r, n in Counter(nearest.values()).most_common())
+        line += "; to nearest: " + reason_counts(nearest)
     return line

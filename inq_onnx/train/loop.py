@@ -9,7 +9,6 @@ ORT trains.
 from __future__ import annotations
 
 import json
-from collections import Counter
 import logging
 import math
 import signal
@@ -30,6 +29,7 @@ from inq_onnx.incremental import InqOptions, partition_step, quantized_share, we
 from inq_onnx.incremental import start as static_start
 from inq_onnx.optim import MaskedAdamW, MaskedSGD
 from inq_onnx.quantize import quantize_model
+from inq_onnx.report import reason_counts
 from inq_onnx.schedule import LRDecay, LRSchedule
 from inq_onnx.train.checkpoint import Checkpoint, Progress, load_checkpoint, save_checkpoint
 from inq_onnx.train.evaluate import evaluate_branches
@@ -187,7 +187,7 @@ class Loop(RateTrials):
         self.rounded = {"feedback": {"weights": len(rounder.grams), "nearest": len(rounder.skipped),
                                      "samples": rounder.samples}}
         log.info("error feedback measured for %d of %d weights in %.1f s%s", len(rounder.grams), len(sidecar.tensors),
-                 time.monotonic() - started, f" (the others to nearest: {_reasons(rounder.skipped)})" if rounder.skipped else "")
+                 time.monotonic() - started, f" (the others to nearest: {reason_counts(rounder.skipped)})" if rounder.skipped else "")
         return rounder
 
     def check_one_shot(self, ckpt: Checkpoint) -> tuple[Checkpoint, dict]:
@@ -378,8 +378,3 @@ class Loop(RateTrials):
         self.run_dir.mkdir(parents=True, exist_ok=True)
         append_line(self.run_dir / LOG, json.dumps(entry))
         self.emit("record", entry)
-
-
-def _reasons(skipped: dict[str, str]) -> str:
-    counts = Counter(skipped.values())
-    return "; ".join(f"{n} {why}" for why, n in counts.most_common())
