@@ -160,6 +160,13 @@ def quantize_options_of(sidecar: Sidecar) -> dict:
     return {"range": RangeRule.PAPER.value, "bias_correction": "off", "rounding": "nearest", **recorded}
 
 
+def sidecar_rules(model: onnx.ModelProto, sidecar: Sidecar, options: QuantizeOptions) -> dict[TensorSite, RangeRule]:
+    """The n1 rule of each of ``sidecar``'s weights, by site in ``model`` (a one-shot rounding on
+    the run's codebooks: ``quantize_model(..., rules=...)``)."""
+    sites = weight_sites(model, options)
+    return {sites[k]: t.range_rule for k, t in sidecar.tensors.items() if k in sites}
+
+
 def stamp_final(model: onnx.ModelProto, sidecar: Sidecar, sites: dict[str, TensorSite]) -> None:
     """Once every weight is frozen, the model carries the same stamp as a one-shot result."""
     options = QuantizeOptions(**quantize_options_of(sidecar))

@@ -13,7 +13,7 @@ import onnx
 
 from inq_onnx.data import Samples
 from inq_onnx.graph.fingerprint import structure_fingerprint
-from inq_onnx.incremental import InqOptions, stamp_final, weight_sites
+from inq_onnx.incremental import InqOptions, sidecar_rules, stamp_final, weight_sites
 from inq_onnx.quantize import quantize_model
 from inq_onnx.sidecar import Sidecar
 
@@ -25,9 +25,7 @@ def one_shot_candidate(reference: onnx.ModelProto, inq: InqOptions, sidecar: Sid
     """The one-shot model a finished run is compared with, or why there is none."""
     if structure_fingerprint(reference) != sidecar.fingerprint:
         return "the teacher is another graph than the model (--teacher)"
-    options = inq.quantize
-    sites = weight_sites(reference, options)
-    rules = {sites[k]: t.range_rule for k, t in sidecar.tensors.items() if k in sites}
-    model = quantize_model(reference, options, samples=samples, pins=pins, rules=rules, new_biases=False).model
-    stamp_final(model, sidecar, weight_sites(model, options))
+    rules = sidecar_rules(reference, sidecar, inq.quantize)
+    model = quantize_model(reference, inq.quantize, samples=samples, pins=pins, rules=rules, new_biases=False).model
+    stamp_final(model, sidecar, weight_sites(model, inq.quantize))
     return model
