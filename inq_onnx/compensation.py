@@ -26,7 +26,8 @@ from inq_onnx.graph.uses import Use, build_use_index
 from inq_onnx.partition import apply_step
 from inq_onnx.runtime import session
 
-__all__ = ["Rounding", "LayerInput", "find_inputs", "measure_grams", "FeedbackRounder", "feedback_rounder"]
+__all__ = ["Rounding", "LayerInput", "find_inputs", "measure_grams", "FeedbackRounder", "feedback_rounder",
+           "step_rounder"]
 
 SAMPLES = 64  # a seeded random subset of the samples
 ROWS = 16384  # input vectors (Conv patches, MatMul rows) per layer, a seeded random subset
@@ -160,6 +161,11 @@ class FeedbackRounder:
         """Every entry of ``w`` rounded (one-shot)."""
         return self(site, w, np.zeros(w.shape, bool), np.ones(w.shape, bool), book)
 
+    def counts(self) -> dict:
+        """What a run's log line keeps of a step's rounding."""
+        return {"weights": len(self.grams), "nearest": len(self.skipped), "samples": self.samples,
+                "rows_nearest": self.rows[0], "rows": self.rows[1]}
+
     def summary(self) -> dict:
         return {"samples": self.samples, "weights": sorted(s.name for s in self.grams), "nearest": dict(self.skipped),
                 "rows_nearest": self.rows[0], "rows": self.rows[1]}
@@ -200,3 +206,15 @@ def feedback_rounder(model: onnx.ModelProto, weights, samples: Samples, *, pins:
         return FeedbackRounder({}, {}, {**skipped, **{s.name: f"the model could not be run: {reason}" for s in layers}},
                                used)
     return FeedbackRounder(layers, grams, skipped, used)
+
+
+def step_rounder(model: onnx.ModelProto, sidecar, options, samples: Samples, *, pins: dict | None = None,
+                 seed: int = 0) -> FeedbackRounder | None:
+    """The rounder of the next partition step of ``sidecar``'s weights (``QuantizeOptions``
+    ``options``): None when they round to nearest."""
+    from inq_onnx.incremental import weight_sites
+
+    if options.rounding is not Rounding.FEEDBACK:
+        return None
+    sites = weight_sites(model, options)
+    return feedback_rounder(model, [sites[k] for k in sidecar.tensors], samples, pins=pins, seed=seed)

@@ -12,6 +12,7 @@ import onnx
 
 from inq_onnx.data import Samples, load_samples, pin_combinations, pinned_values
 from inq_onnx.errors import InvalidOptionError, VerificationError
+from inq_onnx.feedback import Rounding
 from inq_onnx.graph.io import (PROTOBUF_LIMIT, ModelWriter, check_writable_target, load_model, load_structure, save_model,
                               tensor_bytes)
 from inq_onnx.graph.tensors import proto_values
@@ -66,21 +67,14 @@ def step_file(model_path: str | os.PathLike, output: str | os.PathLike | None, i
         raise SidecarError(f"the sidecar {side_in} does not exist", "check the path given to --sidecar")
     else:
         state = start(model, inq)
-    stepped, new_state = partition_step(model, state, step_rounder(model, state, inq, samples_path))
+    rounder = None
+    if samples_path is not None and inq.quantize.rounding is Rounding.FEEDBACK:  # else the samples are not read
+        from inq_onnx.compensation import step_rounder
+
+        rounder = step_rounder(model, state, inq.quantize, load_samples(samples_path, model), seed=inq.seed)
+    stepped, new_state = partition_step(model, state, rounder)
     save_model(stepped, out, external_data=source.external_data, source=source, keep_data=False)
     return out, write_sidecar(sidecar_path(out), new_state), new_state
-
-
-def step_rounder(model: onnx.ModelProto, state, inq, samples_path):
-    """Error feedback for ``inq-onnx step --data``; None (nearest) without samples or with
-    ``--rounding nearest`` recorded."""
-    from inq_onnx.compensation import Rounding, feedback_rounder
-    from inq_onnx.incremental import weight_sites
-
-    if samples_path is None or inq.quantize.rounding is not Rounding.FEEDBACK:
-        return None
-    sites = weight_sites(model, inq.quantize)
-    return feedback_rounder(model, [sites[k] for k in state.tensors], load_samples(samples_path, model), seed=inq.seed)
 
 
 def compact_output(out: Path) -> None:

@@ -22,10 +22,10 @@ import onnx
 
 from inq_onnx.bias_correction import applies
 from inq_onnx.calibration import correct_step
-from inq_onnx.compensation import Rounding, feedback_rounder
+from inq_onnx.compensation import step_rounder
 from inq_onnx.data import Samples, branch_label, pin_combinations, pinned_values
 from inq_onnx.errors import Interrupted
-from inq_onnx.incremental import InqOptions, partition_step, quantized_share, weight_sites
+from inq_onnx.incremental import InqOptions, partition_step, quantized_share, sidecar_rules, weight_sites
 from inq_onnx.incremental import start as static_start
 from inq_onnx.optim import MaskedAdamW, MaskedSGD
 from inq_onnx.quantize import quantize_model
@@ -150,9 +150,8 @@ class Loop(RateTrials):
                     started = time.monotonic()
                     rounder = self.rounder(ckpt.model, ckpt.sidecar)
                     model, sidecar = partition_step(ckpt.model, ckpt.sidecar, rounder)
-                    if rounder is not None:  # measuring and rounding; rows where nearest did better
-                        self.rounded["feedback"].update(seconds=round(time.monotonic() - started, 2),
-                                                        rows_nearest=rounder.rows[0], rows=rounder.rows[1])
+                    if rounder is not None:  # the seconds of measuring and rounding
+                        self.rounded = {"feedback": {**rounder.counts(), "seconds": round(time.monotonic() - started, 2)}}
                     model = self.correct_biases(ckpt.model, model, sidecar)
                     ckpt = Checkpoint(model, sidecar, ckpt.progress.carried(), None)
                 ckpt = self.train_step(ckpt)
@@ -167,8 +166,7 @@ class Loop(RateTrials):
         retraining has to beat)."""
         started = time.monotonic()
         figures = self.validate(self.reference)
-        sites = weight_sites(self.reference, self.inq.quantize)
-        rules = {sites[k]: t.range_rule for k, t in sidecar.tensors.items() if k in sites}
+        rules = sidecar_rules(self.reference, sidecar, self.inq.quantize)
         one_shot = quantize_model(self.reference, self.inq.quantize, rules=rules).model
         figures.update({f"one_shot_{k}": v for k, v in self.validate(one_shot).items()
                         if k not in ("float_accuracy", "val_samples", "branches")})
@@ -178,14 +176,11 @@ class Loop(RateTrials):
 
     def rounder(self, model: onnx.ModelProto, sidecar):
         """Error feedback for the next partition step, measured on ``model`` (``compensation``)."""
-        if self.inq.quantize.rounding is not Rounding.FEEDBACK:
-            return None
         started = time.monotonic()
-        sites = weight_sites(model, self.inq.quantize)
-        rounder = feedback_rounder(model, [sites[k] for k in sidecar.tensors], self.setup.feeder.samples,
-                                   pins=self.setup.feeder.pins, seed=self.inq.seed)
-        self.rounded = {"feedback": {"weights": len(rounder.grams), "nearest": len(rounder.skipped),
-                                     "samples": rounder.samples}}
+        rounder = step_rounder(model, sidecar, self.inq.quantize, self.setup.feeder.samples,
+                               pins=self.setup.feeder.pins, seed=self.inq.seed)
+        if rounder is None:
+            return None
         log.info("error feedback measured for %d of %d weights in %.1f s%s", len(rounder.grams), len(sidecar.tensors),
                  time.monotonic() - started, f" (the others to nearest: {reason_counts(rounder.skipped)})" if rounder.skipped else "")
         return rounder
@@ -244,10 +239,11 @@ class Loop(RateTrials):
             if index + 1 < len(self.setups):
                 self.save(ckpt.model, ckpt.sidecar, None, None, ckpt.progress)
         sidecar, progress = ckpt.sidecar, ckpt.progress
+        check = {}
         if sidecar.step == len(sidecar.schedule) - 1:
-            ckpt, self.rounded["one_shot_check"] = self.check_one_shot(ckpt)
+            ckpt, check["one_shot_check"] = self.check_one_shot(ckpt)
         total, count = (sum(p[i] for p in progress.branch_losses) for i in (0, 1))
-        metrics = {**(progress.branch_entries[-1] if progress.branch_entries else {}), **self.rounded,
+        metrics = {**(progress.branch_entries[-1] if progress.branch_entries else {}), **self.rounded, **check,
                    **self.validate(ckpt.model)}
         self.rounded = {}
         if len(self.setups) > 1:
