@@ -18,7 +18,7 @@ from inq_onnx.data import Samples
 from inq_onnx.graph.bias_layers import Layer, add_bias, expose_values, find_layers
 from inq_onnx.graph.io import fits_one_session
 from inq_onnx.graph.tensors import TensorSite, read_tensor, tensor_proto, write_tensor
-from inq_onnx.runtime import session
+from inq_onnx.runtime import first_line, session
 
 __all__ = ["CALIBRATION_SAMPLES", "BiasReport", "Calibration", "calibrate", "correct_step"]
 
@@ -98,7 +98,7 @@ def calibrate(model: onnx.ModelProto, weights, samples: Samples, *, pins: dict |
     try:
         means = measure_means(model, layers, samples, index, pins or {})
     except Exception as e:  # ORT's own errors are untyped; correction is then skipped, and said so
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        reason = first_line(e)
         return Calibration({}, {}, len(index), skipped, error=f"the model could not be run on the samples: {reason}")
     return Calibration(layers, means, len(index), skipped)
 

@@ -24,7 +24,7 @@ from inq_onnx.graph.table import attr
 from inq_onnx.graph.tensors import TensorSite, tensor_proto
 from inq_onnx.graph.uses import Use, build_use_index
 from inq_onnx.partition import apply_step
-from inq_onnx.runtime import session
+from inq_onnx.runtime import first_line, session
 
 __all__ = ["Rounding", "LayerInput", "find_inputs", "measure_grams", "FeedbackRounder", "feedback_rounder",
            "step_rounder"]
@@ -202,7 +202,7 @@ def feedback_rounder(model: onnx.ModelProto, weights, samples: Samples, *, pins:
     try:
         grams = measure_grams(model, layers, samples, pins=pins, seed=seed)
     except Exception as e:  # ORT's own errors are untyped: rounding to nearest, and said so
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        reason = first_line(e)
         return FeedbackRounder({}, {}, {**skipped, **{s.name: f"the model could not be run: {reason}" for s in layers}},
                                used)
     return FeedbackRounder(layers, grams, skipped, used)
