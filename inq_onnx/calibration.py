@@ -20,7 +20,7 @@ from inq_onnx.graph.io import fits_one_session
 from inq_onnx.graph.tensors import TensorSite, read_tensor, tensor_proto, write_tensor
 from inq_onnx.runtime import first_line, session
 
-__all__ = ["CALIBRATION_SAMPLES", "BiasReport", "Calibration", "calibrate", "correct_step"]
+__all__ = ["CALIBRATION_SAMPLES", "BiasReport", "Calibration", "calibrate", "correct_step", "batched_values"]
 
 CALIBRATION_SAMPLES = 256  # a seeded random subset: sample files are often sorted by class
 BATCH = 32
@@ -103,20 +103,28 @@ def calibrate(model: onnx.ModelProto, weights, samples: Samples, *, pins: dict |
     return Calibration(layers, means, len(index), skipped)
 
 
+def batched_values(model: onnx.ModelProto, values: dict[str, int], samples: Samples, index: np.ndarray, batch: int,
+                   pins: dict | None):
+    """For each batch of ``batch`` samples at ``index``: ``{name: array}`` of the model's
+    ``values`` ({name: onnx elem type}), graph inputs read from the feeds themselves."""
+    inputs = {i.name for i in model.graph.input}
+    names = [n for n in values if n not in inputs]
+    sess = session(expose_values(model, {n: values[n] for n in names}).model)
+    for start in range(0, len(index), batch):
+        feeds = {**samples.take(index[start:start + batch]), **(pins or {})}
+        out = dict(zip(names, sess.run(names, feeds))) if names else {}
+        yield {**out, **{n: feeds[n] for n in values if n in inputs}}
+
+
 def measure_means(model: onnx.ModelProto, layers: dict[TensorSite, Layer], samples: Samples, index: np.ndarray,
                   pins: dict) -> dict[TensorSite, np.ndarray]:
     """Mean input of every layer (per channel for Conv, per feature for Gemm/MatMul)."""
-    inputs = {i.name for i in model.graph.input}
     elem = {layer.activation: tensor_proto(model, layer.weight).data_type for layer in layers.values()}
-    names = [n for n in elem if n not in inputs]  # graph inputs are read from the feeds themselves
-    sess = session(expose_values(model, {n: elem[n] for n in names}).model)
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
     conv_inputs = {layer.activation for layer in layers.values() if layer.op_type == "Conv"}
-    for start in range(0, len(index), BATCH):
-        feeds = {**samples.take(index[start:start + BATCH]), **pins}
-        values = sess.run(names, feeds) if names else []
-        for name, x in [*zip(names, values), *((n, feeds[n]) for n in elem if n in inputs)]:
+    for values in batched_values(model, elem, samples, index, BATCH, pins):
+        for name, x in values.items():
             means = bc.channel_means(x) if name in conv_inputs else bc.feature_means(x)
             n = x.size // max(1, means.size)
             sums[name] = sums.get(name, 0.0) + means * n

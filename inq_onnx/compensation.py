@@ -16,15 +16,15 @@ import onnx
 
 from inq_onnx import feedback
 from inq_onnx.feedback import Rounding
+from inq_onnx.calibration import batched_values
 from inq_onnx.codebook import Codebook
 from inq_onnx.data import Samples
-from inq_onnx.graph.bias_layers import expose_values
 from inq_onnx.graph.io import fits_one_session
 from inq_onnx.graph.table import attr
 from inq_onnx.graph.tensors import TensorSite, tensor_proto
 from inq_onnx.graph.uses import Use, build_use_index
 from inq_onnx.partition import apply_step
-from inq_onnx.runtime import first_line, session
+from inq_onnx.runtime import first_line
 
 __all__ = ["Rounding", "LayerInput", "find_inputs", "measure_grams", "FeedbackRounder", "feedback_rounder",
            "step_rounder"]
@@ -113,17 +113,10 @@ def measure_grams(model: onnx.ModelProto, layers: dict[TensorSite, LayerInput], 
     random subset), from at most ``rows`` input vectors per layer."""
     rng = np.random.default_rng(seed)
     index = np.sort(rng.permutation(len(samples))[:limit])
-    inputs = {i.name for i in model.graph.input}
     elem = {layer.activation: tensor_proto(model, site).data_type for site, layer in layers.items()}
-    names = [n for n in elem if n not in inputs]
-    sess = session(expose_values(model, {n: elem[n] for n in names}).model)
-    batches = range(0, len(index), BATCH)
-    per_batch = max(1, rows // max(1, len(batches)))
+    per_batch = max(1, rows // max(1, len(range(0, len(index), BATCH))))
     grams: dict[TensorSite, np.ndarray] = {}
-    for start in batches:
-        feeds = {**samples.take(index[start:start + BATCH]), **(pins or {})}
-        values = dict(zip(names, sess.run(names, feeds))) if names else {}
-        values.update({n: feeds[n] for n in elem if n in inputs})
+    for values in batched_values(model, elem, samples, index, BATCH, pins):
         for site, layer in layers.items():
             g = layer.gram(np.asarray(values[layer.activation], np.float32), rng, per_batch)
             grams[site] = grams[site] + g if site in grams else g
